@@ -1,0 +1,161 @@
+"""Docstring fragments shared by the estimators (one source for shared parameters)."""
+
+ARCHITECTURE = """\
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The ith element is the number of neurons in the ith hidden layer.
+
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation function of the hidden layers.
+"""
+
+TRAINING = """\
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        The optimizer: ``torch.optim.LBFGS`` (full batch, strong-Wolfe line
+        search), ``torch.optim.SGD`` or ``torch.optim.Adam``.
+
+    alpha : float, default=0.0001
+        Strength of the weight penalty, scaled exactly as in scikit-learn's
+        MLP: ``alpha * ((1 - l1_ratio) / 2 * ||W||^2 + l1_ratio * |W|_1) / n``
+        per batch of ``n`` samples (sum of weights with ``sample_weight``).
+        Biases and normalization parameters are not penalized.
+
+    batch_size : int or 'auto', default='auto'
+        Size of minibatches; ``'auto'`` is ``min(200, n_samples)``. Ignored by
+        'lbfgs', which uses the full batch.
+
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Learning-rate schedule for ``solver='sgd'``, as in scikit-learn.
+
+    learning_rate_init : float, default=0.001
+        Initial learning rate ('sgd' and 'adam').
+
+    power_t : float, default=0.5
+        Exponent of the 'invscaling' schedule.
+
+    max_iter : int, default=200
+        Maximum number of epochs ('sgd', 'adam') or of L-BFGS iterations.
+
+    shuffle : bool, default=True
+        Whether to shuffle samples in each epoch.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialization, dropout, shuffling and the early-stopping
+        split. An int gives the same model run after run on CPU; the global
+        torch random state is left untouched.
+
+    tol : float, default=1e-4
+        Tolerance for the stopping rules (see ``n_iter_no_change``).
+
+    verbose : bool or int, default=False
+        Print one line per epoch (epoch, losses, validation score, time) to
+        standard error.
+
+    warm_start : bool, default=False
+        Reuse the previous solution as initialization for the next ``fit``.
+
+    momentum : float, default=0.9
+        Momentum for 'sgd'.
+
+    nesterovs_momentum : bool, default=True
+        Whether 'sgd' uses Nesterov's momentum.
+
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data, stop when its
+        score (accuracy or R^2) has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs, and restore the best weights. The held-out
+        part is split from the data given to ``fit``, so a cross-validation
+        test fold is never used.
+
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping.
+
+    beta_1 : float, default=0.9
+        Adam's first-moment decay.
+
+    beta_2 : float, default=0.999
+        Adam's second-moment decay.
+
+    epsilon : float, default=1e-8
+        Adam's numerical stability constant.
+
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` before stopping ('sgd',
+        'adam'), or before dividing the learning rate by 5 ('adaptive').
+
+    max_fun : int, default=15000
+        Maximum number of loss evaluations for 'lbfgs'.
+
+    l1_ratio : float, default=0.0
+        Share of L1 in the penalty (0: scikit-learn's pure L2, 1: pure L1).
+
+    dropout : float or array-like of float, default=0.0
+        Dropout probability after each hidden layer (one value, or one per
+        hidden layer). Active only while training: ``predict`` is
+        deterministic.
+
+    batch_norm : bool, default=False
+        Batch-normalize the pre-activations of each hidden layer.
+
+    device : str or torch.device, default='auto'
+        Where to train and predict: 'cpu', 'cuda', 'cuda:1', ...; 'auto' picks
+        CUDA when it is available.
+
+    dtype : {'float32', 'float64'} or None, default=None
+        Precision of the computation. None follows the input as scikit-learn's
+        MLP does: float32 data is computed in float32, anything else in
+        float64. Pass float32 data or ``dtype='float32'`` for speed (about 2x on
+        CPU, more on most GPUs).
+"""
+
+FITTED = """\
+    loss_ : float
+        The loss (with the penalty) of the last epoch.
+
+    best_loss_ : float or None
+        The minimum loss reached; None with ``early_stopping=True``.
+
+    loss_curve_ : list of float
+        The loss of each epoch (stochastic solvers only).
+
+    validation_scores_ : list of float or None
+        Validation score of each epoch with ``early_stopping=True``.
+
+    best_validation_score_ : float or None
+        The best validation score with ``early_stopping=True``.
+
+    t_ : int
+        Number of training samples seen by the solver.
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    n_iter_ : int
+        Number of epochs (or L-BFGS iterations) run by the last fit.
+
+    n_layers_ : int
+        Number of layers.
+
+    n_outputs_ : int
+        Number of outputs.
+
+    out_activation_ : str
+        Name of the output activation.
+
+    history_ : list of dict
+        One record per epoch: ``epoch``, ``train_loss``, ``dur`` (seconds) and,
+        with ``early_stopping``, ``valid_loss`` and ``valid_score``.
+
+    net_ : skorch.NeuralNet
+        The skorch net that trained the model.
+
+    module_ : torch.nn.Module
+        The trained PyTorch module.
+"""
+
+
+def fill(doc, **parts):
+    """Insert the shared fragments into a class docstring."""
+    return doc.format(**parts)
