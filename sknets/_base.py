@@ -28,6 +28,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from sknets._summary import layer_summary
 from sknets._training import (
     ArrayDataset,
     EpochMonitor,
@@ -198,7 +199,13 @@ class _BaseNet(BaseEstimator):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
-    def _fit(self, X, y, sample_weight, incremental):
+    def _fit(self, X, y, sample_weight, incremental, epoch_callback=None):
+        """Shared body of ``fit`` and ``partial_fit``.
+
+        ``epoch_callback(epoch, net, monitor, stopping)`` is called after each
+        completed epoch (see :meth:`EpochMonitor.prepare`); the epoch-reusing
+        search uses it to score every requested ``max_iter`` in one run.
+        """
         self._check_params()
         first_pass = not hasattr(self, "net_") or (
             not self.warm_start and not incremental
@@ -259,6 +266,7 @@ class _BaseNet(BaseEstimator):
                 if valid is None
                 else (lambda raw: self._score_raw(raw, valid, out_act)),
                 t=0 if first_pass else self.t_,
+                epoch_callback=epoch_callback,
             )
             epochs = 1 if (incremental or self.solver == "lbfgs") else self.max_iter
             try:
@@ -409,6 +417,20 @@ class _BaseNet(BaseEstimator):
                     ConvergenceWarning,
                 )
         self.n_layers_ = len(self._hidden_sizes()) + 2
+
+    # ----------------------------------------------------------- inspection
+
+    def summary(self):
+        """Layer table of the fitted network.
+
+        Returns
+        -------
+        table : pandas.DataFrame
+            One row per layer (``layer``, ``type``, ``output_shape``,
+            ``params``, ``trainable``) and a last ``Total`` row.
+        """
+        check_is_fitted(self)
+        return layer_summary(self.module_, (1, self.n_features_in_))
 
     # -------------------------------------------------------------- predict
 

@@ -307,8 +307,14 @@ class EpochMonitor(Callback):
         self.t = 0
         self.learning_rate = self.learning_rate_init
 
-    def prepare(self, *, valid_data, score_fn, t):
-        """Set the per-fit inputs; called before every ``partial_fit``."""
+    def prepare(self, *, valid_data, score_fn, t, epoch_callback=None):
+        """Set the per-fit inputs; called before every ``partial_fit``.
+
+        ``epoch_callback(epoch, net, monitor, stopping)``, when given, runs at
+        the end of every completed epoch, after the stopping rules decided
+        (``stopping``) and before training ends.
+        """
+        self.epoch_callback = epoch_callback
         self.valid_data = valid_data
         self.score_fn = score_fn
         self.t = t
@@ -319,6 +325,7 @@ class EpochMonitor(Callback):
         """Drop per-fit references (data, closures) so the fitted net pickles small."""
         self.valid_data = None
         self.score_fn = None
+        self.epoch_callback = None
 
     def on_epoch_begin(self, net, **kwargs):
         self._start = time.perf_counter()
@@ -326,12 +333,12 @@ class EpochMonitor(Callback):
     def on_epoch_end(self, net, **kwargs):
         h = net.history
         loss = h[-1, "train_loss"]
-        self.epochs_run += 1
         self.t += h[-1, "train_n_samples"]
         h.record("epoch_", len(h))
         if not math.isfinite(loss):
             self.stop_reason = "diverged"
             raise StopTraining
+        self.epochs_run += 1
         if self.valid_data is not None:
             valid_loss, score = self._validate(net)
             h.record("valid_loss", valid_loss)
@@ -339,28 +346,35 @@ class EpochMonitor(Callback):
         h.record("dur", time.perf_counter() - self._start)
         if self.verbose:
             self._print(h[-1])
-        if not self.stochastic:
-            return
+        stop = self._end_of_epoch_rules(net, loss) if self.stochastic else False
+        if self.epoch_callback is not None:
+            self.epoch_callback(self.epochs_run, net, self, stop)
+        if stop:
+            self.stop_reason = "converged"
+            raise StopTraining
+
+    def _end_of_epoch_rules(self, net, loss):
+        """scikit-learn's stopping and schedule rules; True means stop now."""
         self._update_no_improvement(net, loss)
         if self.lr_schedule == "invscaling":
             self._set_lr(net, self.learning_rate_init / (self.t + 1) ** self.power_t)
-        if self.no_improvement_count > self.n_iter_no_change:
-            what = "Validation score" if self.early_stopping else "Training loss"
-            msg = (
-                f"{what} did not improve more than tol={self.tol:f} for "
-                f"{self.n_iter_no_change} consecutive epochs."
-            )
-            if self.lr_schedule == "adaptive" and self.learning_rate > 1e-6:
-                self._set_lr(net, self.learning_rate / 5.0)
-                self.no_improvement_count = 0
-                if self.verbose:
-                    print(f"{msg} Setting learning rate to {self.learning_rate:f}",
-                          file=sys.stderr)
-            else:
-                if self.verbose:
-                    print(f"{msg} Stopping.", file=sys.stderr)
-                self.stop_reason = "converged"
-                raise StopTraining
+        if self.no_improvement_count <= self.n_iter_no_change:
+            return False
+        what = "Validation score" if self.early_stopping else "Training loss"
+        msg = (
+            f"{what} did not improve more than tol={self.tol:f} for "
+            f"{self.n_iter_no_change} consecutive epochs."
+        )
+        if self.lr_schedule == "adaptive" and self.learning_rate > 1e-6:
+            self._set_lr(net, self.learning_rate / 5.0)
+            self.no_improvement_count = 0
+            if self.verbose:
+                print(f"{msg} Setting learning rate to {self.learning_rate:f}",
+                      file=sys.stderr)
+            return False
+        if self.verbose:
+            print(f"{msg} Stopping.", file=sys.stderr)
+        return True
 
     def _update_no_improvement(self, net, loss):
         if self.early_stopping:

@@ -1,0 +1,50 @@
+"""scikit-learn's estimator checks over every public estimator.
+
+One table of small, fast settings per estimator (``CHECK_SETTINGS``) and one
+table of expected failures (``EXPECTED_FAILED_CHECKS``), each with a sentence of
+reason. The target is an empty failure table.
+"""
+
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import sknets
+
+# Small networks, a batch larger than any check dataset (one full batch per
+# epoch, so sample order cannot matter) and enough epochs to learn the checks'
+# easy problems.
+_FAST = dict(hidden_layer_sizes=(16,), batch_size=1000, max_iter=100,
+             learning_rate_init=0.01, random_state=0, device="cpu")
+
+CHECK_SETTINGS = {
+    sknets.MLPClassifier: [_FAST],
+    sknets.MLPRegressor: [_FAST],
+}
+
+EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {}
+
+
+def _instances():
+    for cls, settings in CHECK_SETTINGS.items():
+        for params in settings:
+            yield cls(**params)
+
+
+@parametrize_with_checks(
+    list(_instances()),
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(
+        type(est).__name__, {}
+    ),
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+def test_every_public_estimator_is_checked():
+    public = {
+        getattr(sknets, name)
+        for name in sknets.__all__
+        if isinstance(getattr(sknets, name), type)
+    }
+    estimators = {c for c in public if hasattr(c, "get_params")}
+    assert estimators <= set(CHECK_SETTINGS)
