@@ -68,7 +68,9 @@ def resolve_device(device):
             )
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ValueError(f"device={device!r} was requested but MPS is not available.")
+            raise ValueError(
+                f"device={device!r} was requested but MPS is not available."
+            )
     elif dev.type != "cpu":
         raise ValueError(f"device={device!r} is not supported; use 'cpu' or 'cuda'.")
     return dev
@@ -94,11 +96,17 @@ class _BaseNet(BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "power_t": [Interval(Real, 0, None, closed="left")],
@@ -258,7 +266,11 @@ class _BaseNet(BaseEstimator):
                     monitor.learning_rate = self.learning_rate_init
             net.out_activation = out_act
             net.alpha, net.l1_ratio = self.alpha, self.l1_ratio
-            net.batch_size_, net.shuffle_, net.seed_ = batch_size, self.shuffle, shuffle_seed
+            net.batch_size_, net.shuffle_, net.seed_ = (
+                batch_size,
+                self.shuffle,
+                shuffle_seed,
+            )
             monitor.verbose = self.verbose
             monitor.prepare(
                 valid_data=valid,
@@ -315,24 +327,35 @@ class _BaseNet(BaseEstimator):
             stochastic=self.solver in _STOCHASTIC_SOLVERS,
         )
         if self.solver == "adam":
-            optimizer, opt_kwargs = torch.optim.Adam, {
-                "optimizer__betas": (self.beta_1, self.beta_2),
-                "optimizer__eps": self.epsilon,
-            }
+            optimizer, opt_kwargs = (
+                torch.optim.Adam,
+                {
+                    "optimizer__betas": (self.beta_1, self.beta_2),
+                    "optimizer__eps": self.epsilon,
+                },
+            )
         elif self.solver == "sgd":
-            optimizer, opt_kwargs = torch.optim.SGD, {
-                "optimizer__momentum": self.momentum,
-                "optimizer__nesterov": bool(self.nesterovs_momentum and self.momentum > 0),
-            }
+            optimizer, opt_kwargs = (
+                torch.optim.SGD,
+                {
+                    "optimizer__momentum": self.momentum,
+                    "optimizer__nesterov": bool(
+                        self.nesterovs_momentum and self.momentum > 0
+                    ),
+                },
+            )
         else:
-            optimizer, opt_kwargs = torch.optim.LBFGS, {
-                "optimizer__max_iter": self.max_iter,
-                "optimizer__max_eval": self.max_fun,
-                "optimizer__tolerance_grad": self.tol,
-                "optimizer__tolerance_change": 1e-9,
-                "optimizer__history_size": 10,
-                "optimizer__line_search_fn": "strong_wolfe",
-            }
+            optimizer, opt_kwargs = (
+                torch.optim.LBFGS,
+                {
+                    "optimizer__max_iter": self.max_iter,
+                    "optimizer__max_eval": self.max_fun,
+                    "optimizer__tolerance_grad": self.tol,
+                    "optimizer__tolerance_change": 1e-9,
+                    "optimizer__history_size": 10,
+                    "optimizer__line_search_fn": "strong_wolfe",
+                },
+            )
         net = SkorchNet(
             module=module,
             criterion=torch.nn.Identity,  # the loss is SkorchNet.get_loss
@@ -486,7 +509,9 @@ class _ClassifierNet(_BaseNet):
         return X, Y
 
     def _output_activation(self, Y):
-        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+        return (
+            "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+        )
 
     def _loss_target(self, Y, out_act):
         if out_act == "softmax":

@@ -22,9 +22,7 @@ class _MLPMixin:
         )
 
     def _set_model_attributes(self):
-        layers = [
-            m for m in self.module_.modules() if m.__class__.__name__ == "Linear"
-        ]
+        layers = [m for m in self.module_.modules() if m.__class__.__name__ == "Linear"]
         self.coefs_ = [m.weight.detach().cpu().numpy().T.copy() for m in layers]
         self.intercepts_ = [m.bias.detach().cpu().numpy().copy() for m in layers]
 
@@ -217,4 +215,3 @@ class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
         dtype=None,
     ):
         _init_params(self, **{k: v for k, v in locals().items() if k != "self"})
-

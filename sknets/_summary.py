@@ -49,14 +49,17 @@ def layer_summary(module, input_shape):
                     "trainable": sum(p.numel() for p in params if p.requires_grad),
                 }
             )
-    table = pd.DataFrame(rows, columns=["layer", "type", "output_shape", "params",
-                                        "trainable"])
+    table = pd.DataFrame(
+        rows, columns=["layer", "type", "output_shape", "params", "trainable"]
+    )
     total = {
         "layer": "Total",
         "type": "",
         "output_shape": "",
         "params": int(sum(p.numel() for p in module.parameters())),
-        "trainable": int(sum(p.numel() for p in module.parameters() if p.requires_grad)),
+        "trainable": int(
+            sum(p.numel() for p in module.parameters() if p.requires_grad)
+        ),
     }
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 

@@ -158,7 +158,9 @@ def penalized_parameters(module):
     """Weights of the linear and convolutional layers (biases and norms excluded)."""
     kinds = (nn.Linear, nn.Conv1d, nn.Conv2d)
     return [
-        m.weight for m in module.modules() if isinstance(m, kinds) and m.weight.requires_grad
+        m.weight
+        for m in module.modules()
+        if isinstance(m, kinds) and m.weight.requires_grad
     ]
 
 
@@ -219,7 +221,7 @@ class SkorchNet(NeuralNet):
         return loss
 
     def penalty(self, n):
-        """sklearn's L2 term ``alpha/2 * ||W||^2 / n``, mixed with L1 by ``l1_ratio``."""
+        """sklearn's ``alpha/2 * ||W||^2 / n``, mixed with L1 by ``l1_ratio``."""
         l2 = sum((p * p).sum() for p in penalized_parameters(self.module_))
         value = 0.5 * (1.0 - self.l1_ratio) * l2
         if self.l1_ratio > 0:
@@ -369,8 +371,10 @@ class EpochMonitor(Callback):
             self._set_lr(net, self.learning_rate / 5.0)
             self.no_improvement_count = 0
             if self.verbose:
-                print(f"{msg} Setting learning rate to {self.learning_rate:f}",
-                      file=sys.stderr)
+                print(
+                    f"{msg} Setting learning rate to {self.learning_rate:f}",
+                    file=sys.stderr,
+                )
             return False
         if self.verbose:
             print(f"{msg} Stopping.", file=sys.stderr)
@@ -409,8 +413,10 @@ class EpochMonitor(Callback):
     def _print(self, row):
         parts = [f"epoch {row['epoch_']:4d}", f"train_loss {row['train_loss']:.6f}"]
         if "valid_loss" in row:
-            parts += [f"valid_loss {row['valid_loss']:.6f}",
-                      f"valid_score {row['valid_score']:.4f}"]
+            parts += [
+                f"valid_loss {row['valid_loss']:.6f}",
+                f"valid_score {row['valid_score']:.4f}",
+            ]
         parts.append(f"{row['dur']:.2f}s")
         print("  ".join(parts), file=sys.stderr, flush=True)
 

@@ -67,7 +67,7 @@ class MLPModule(nn.Module):
         sizes = [n_features, *hidden_layer_sizes]
         dropouts = _per_layer(dropout, len(hidden_layer_sizes), "dropout")
         layers = []
-        for fan_in, fan_out, p in zip(sizes[:-1], sizes[1:], dropouts):
+        for fan_in, fan_out, p in zip(sizes[:-1], sizes[1:], dropouts, strict=True):
             layers.append(nn.Linear(fan_in, fan_out))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(fan_out))
