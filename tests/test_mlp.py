@@ -313,8 +313,7 @@ def test_partial_fit_trains_one_epoch(digits):
     assert not np.allclose(before, clf.coefs_[0])
     with pytest.raises(ValueError, match="classes not in"):
         clf.partial_fit(X, y + 100)
-    with pytest.raises(AttributeError, match="partial_fit"):
-        getattr(MLPClassifier(solver="lbfgs"), "partial_fit")
+    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
     reg = MLPRegressor(**FAST).partial_fit(X, y.astype(float))
     assert reg.n_iter_ == 1
 

@@ -1,0 +1,391 @@
+"""Side-by-side speed of sknets, a plain PyTorch loop, skorch and scikit-learn.
+
+Every contender trains the same network on the same data with the same batch
+size, optimizer (Adam, lr 1e-3, no weight penalty) and number of epochs, in
+one process, interleaved round by round (the order rotates each round). The
+table reports median seconds per epoch (fit wall time / epochs, setup
+included), predict_proba time on 10,000 rows, and the ratio of each contender
+to the plain loop. ``--memory`` measures peak resident memory of each fit in a
+fresh subprocess.
+
+Run ``python benchmarks/bench_speed.py --help`` for options; see
+``benchmarks/README.md``.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _datasets import imdb_bag_of_words, mnist_float32  # noqa: E402
+
+import sknets  # noqa: E402
+from sknets.modules import MLPModule  # noqa: E402
+
+warnings.filterwarnings("ignore")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ----------------------------------------------------------------- workloads
+
+
+class CNN(nn.Module):
+    """The classic digit CNN on flat 784-pixel rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(1600, 64),
+            nn.ReLU(),
+            nn.Linear(64, 10),
+        )
+
+    def forward(self, X):
+        return self.body(X.reshape(-1, 1, 28, 28))
+
+
+def workloads(args):
+    Xtr, ytr, Xte, yte, source = mnist_float32()
+    n = args.rows or len(Xtr)
+    out = {
+        "mlp": dict(
+            X=Xtr[:n],
+            y=ytr[:n],
+            Xp=Xte[:10_000],
+            source=source,
+            module=lambda: MLPModule(784, (512,), 10),
+            n_out=10,
+            sknets=lambda e: sknets.MLPClassifier((512,), **e),
+            sklearn=True,
+        ),
+        "cnn": dict(
+            X=Xtr[: n // 4],
+            y=ytr[: n // 4],
+            Xp=Xte[:10_000],
+            source=source,
+            module=CNN,
+            n_out=10,
+            sklearn=False,
+            sknets=_convnet if hasattr(sknets, "ConvNetClassifier") else None,
+        ),
+    }
+    bow = imdb_bag_of_words()
+    if bow is not None:
+        Xs, ys, Xst, _ = bow
+        out["sparse"] = dict(
+            X=Xs,
+            y=ys,
+            Xp=Xst[:10_000],
+            source="imdb",
+            module=lambda: MLPModule(Xs.shape[1], (16, 16), 2),
+            n_out=2,
+            sklearn=True,
+            sknets=lambda e: sknets.MLPClassifier((16, 16), **e),
+        )
+    return {k: v for k, v in out.items() if k in args.workloads}
+
+
+def _convnet(e):
+    return sknets.ConvNetClassifier(
+        filters=(32, 64),
+        kernel_size=3,
+        pooling="max",
+        hidden_layer_sizes=(64,),
+        input_shape=(28, 28),
+        **e,
+    )
+
+
+# --------------------------------------------------------------- contenders
+
+
+def _seeded(make):
+    torch.manual_seed(0)
+    return make()
+
+
+def run_plain(w, args):
+    """The limit: tensors loaded once, batches sliced from a permutation."""
+    device = torch.device(args.device)
+    module = _seeded(w["module"]).to(device)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    X, y = w["X"], torch.as_tensor(w["y"]).to(device)
+    sparse = not isinstance(X, np.ndarray)
+    Xt = None if sparse else torch.from_numpy(X).to(device)
+    g = torch.Generator().manual_seed(0)
+    n, bs = X.shape[0], args.batch_size
+    start = time.perf_counter()
+    for _ in range(args.epochs):
+        perm = torch.randperm(n, generator=g)
+        permd = perm.to(device)
+        for i in range(0, n, bs):
+            if sparse:
+                xb = torch.from_numpy(X[perm[i : i + bs].numpy()].toarray()).to(device)
+            else:
+                xb = Xt[permd[i : i + bs]]
+            loss = F.cross_entropy(module(xb), y[permd[i : i + bs]])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    _sync(device)
+    fit = time.perf_counter() - start
+
+    def predict():
+        module.eval()
+        with torch.inference_mode():
+            Xp = w["Xp"]
+            Xp = torch.from_numpy(Xp.toarray() if sparse else Xp).to(device)
+            out = torch.softmax(module(Xp), 1).cpu().numpy()
+        return out
+
+    return fit, predict
+
+
+def run_sknets(w, args):
+    est = w["sknets"](
+        dict(
+            batch_size=args.batch_size,
+            max_iter=args.epochs,
+            alpha=0.0,
+            n_iter_no_change=10**6,
+            random_state=0,
+            device=args.device,
+        )
+    )
+    start = time.perf_counter()
+    est.fit(w["X"], w["y"])
+    _sync(torch.device(args.device))
+    return time.perf_counter() - start, lambda: est.predict_proba(w["Xp"])
+
+
+def run_skorch(w, args):
+    from skorch import NeuralNetClassifier
+
+    net = NeuralNetClassifier(
+        _seeded(w["module"]),
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=1e-3,
+        batch_size=args.batch_size,
+        max_epochs=args.epochs,
+        train_split=None,
+        iterator_train__shuffle=True,
+        device=args.device,
+        verbose=0,
+    )
+    start = time.perf_counter()
+    net.fit(w["X"], w["y"])
+    _sync(torch.device(args.device))
+    return time.perf_counter() - start, lambda: net.predict_proba(w["Xp"])
+
+
+def run_sklearn(w, args):
+    from sklearn.neural_network import MLPClassifier
+
+    hidden = (512,) if w["n_out"] == 10 else (16, 16)
+    est = MLPClassifier(
+        hidden,
+        batch_size=args.batch_size,
+        max_iter=args.epochs,
+        alpha=0.0,
+        n_iter_no_change=10**6,
+        random_state=0,
+    )
+    start = time.perf_counter()
+    est.fit(w["X"], w["y"])
+    return time.perf_counter() - start, lambda: est.predict_proba(w["Xp"])
+
+
+CONTENDERS = {
+    "plain": run_plain,
+    "sknets": run_sknets,
+    "skorch": run_skorch,
+    "sklearn": run_sklearn,
+}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _applies(name, w):
+    return (name != "sklearn" or w["sklearn"]) and (name != "sknets" or w["sknets"])
+
+
+# -------------------------------------------------------------------- runs
+
+
+def speed(args):
+    rows = []
+    for wname, w in workloads(args).items():
+        names = [c for c in args.contenders if _applies(c, w)]
+        fit_t = {c: [] for c in names}
+        pred_t = {c: [] for c in names}
+        for r in range(args.rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for c in order:
+                fit, predict = CONTENDERS[c](w, args)
+                fit_t[c].append(fit / args.epochs)
+                start = time.perf_counter()
+                predict()
+                pred_t[c].append(time.perf_counter() - start)
+                print(
+                    f"  round {r + 1} {wname:6s} {c:8s} {fit / args.epochs:7.3f} s/epoch "
+                    f"predict {pred_t[c][-1]:.3f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        base_fit = statistics.median(fit_t["plain"])
+        base_pred = statistics.median(pred_t["plain"])
+        for c in names:
+            f, p = statistics.median(fit_t[c]), statistics.median(pred_t[c])
+            rows.append(
+                dict(
+                    workload=wname,
+                    data=w["source"],
+                    rows=int(w["X"].shape[0]),
+                    contender=c,
+                    s_per_epoch=f,
+                    predict_s=p,
+                    epoch_ratio=f / base_fit,
+                    predict_ratio=p / base_pred,
+                    all_s_per_epoch=fit_t[c],
+                )
+            )
+    return rows
+
+
+def memory(args):
+    """Peak RSS of one fit per (workload, contender), each in a fresh process."""
+    rows = []
+    for wname in args.workloads:
+        for c in args.contenders:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                c,
+                "--workloads",
+                wname,
+                "--epochs",
+                "1",
+                "--device",
+                args.device,
+                "--batch-size",
+                str(args.batch_size),
+            ]
+            if args.rows:
+                cmd += ["--rows", str(args.rows)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode == 0 and out.stdout.strip():
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            elif out.returncode != 3:
+                print(out.stderr[-2000:], file=sys.stderr)
+    return rows
+
+
+def child(args):
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731
+    w = next(iter(workloads(args).values()), None)
+    if w is None or not _applies(args.child, w):
+        sys.exit(3)
+    X = w["X"]
+    x_bytes = (
+        X.nbytes
+        if isinstance(X, np.ndarray)
+        else (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes)
+    )
+    model_bytes = sum(p.numel() * 4 for p in w["module"]().parameters())
+    before = rss()
+    CONTENDERS[args.child](w, args)
+    peak = rss()
+    print(
+        json.dumps(
+            dict(
+                workload=args.workloads[0],
+                contender=args.child,
+                x_mb=x_bytes / 2**20,
+                model_mb=model_bytes / 2**20,
+                rss_before_fit_mb=before / 2**20,
+                peak_rss_mb=peak / 2**20,
+                fit_extra_mb=(peak - before) / 2**20,
+                dense_x_mb=X.shape[0] * X.shape[1] * 4 / 2**20,
+            )
+        )
+    )
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workloads", nargs="+", default=["mlp", "cnn", "sparse"])
+    p.add_argument("--contenders", nargs="+", default=list(CONTENDERS))
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rows", type=int, default=None, help="subsample training rows")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--memory", action="store_true", help="measure peak memory instead")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, help="where to write the results")
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    rows = memory(args) if args.memory else speed(args)
+    meta = dict(
+        sknets=sknets.__version__,
+        torch=torch.__version__,
+        device=args.device,
+        threads=torch.get_num_threads(),
+        machine=platform.machine(),
+        epochs=args.epochs,
+        rounds=args.rounds,
+        batch_size=args.batch_size,
+        time=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    RESULTS.mkdir(exist_ok=True)
+    path = Path(
+        args.json
+        or RESULTS
+        / f"{'memory' if args.memory else 'speed'}-"
+        f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
+    path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    print(f"# {meta}")
+    for r in rows:
+        if args.memory:
+            print(
+                f"{r['workload']:7s} {r['contender']:8s} X {r['x_mb']:8.1f} MB  "
+                f"model {r['model_mb']:6.1f} MB  fit extra {r['fit_extra_mb']:8.1f} MB  "
+                f"peak {r['peak_rss_mb']:8.1f} MB  (dense X would be {r['dense_x_mb']:.0f} MB)"
+            )
+        else:
+            print(
+                f"{r['workload']:7s} {r['contender']:8s} {r['s_per_epoch']:8.3f} s/epoch "
+                f"x{r['epoch_ratio']:5.2f}   predict {r['predict_s']:7.3f} s "
+                f"x{r['predict_ratio']:5.2f}"
+            )
+    print(f"# written to {path}")
+
+
+if __name__ == "__main__":
+    main()
