@@ -6,7 +6,8 @@ estimator contract: they work in ``Pipeline``, ``GridSearchCV``,
 """
 
 from sknets._mlp import MLPClassifier, MLPRegressor
+from sknets._persistence import load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]
+__all__ = ["MLPClassifier", "MLPRegressor", "load", "save", "__version__"]

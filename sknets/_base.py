@@ -38,6 +38,14 @@ from sknets._training import (
 )
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
+_MONITOR_STATE = (
+    "no_improvement_count",
+    "best_loss",
+    "best_score",
+    "best_epoch",
+    "t",
+    "learning_rate",
+)
 
 
 def resolve_device(device):
@@ -74,6 +82,54 @@ def resolve_device(device):
     elif dev.type != "cpu":
         raise ValueError(f"device={device!r} is not supported; use 'cpu' or 'cuda'.")
     return dev
+
+
+def _check_representable(X, dtype):
+    """Refuse data that overflows the compute dtype (float64 -> float32)."""
+    if dtype != torch.float32 or X.dtype != np.float64:
+        return
+    values = X.data if sp.issparse(X) else X
+    if values.size and np.abs(values).max() > np.finfo(np.float32).max:
+        raise ValueError(
+            "X contains values too large for float32 (the compute dtype): "
+            f"max |x| = {np.abs(values).max():.3g} > {np.finfo(np.float32).max:.3g}. "
+            "Scale the data (e.g. StandardScaler) or use dtype='float64'."
+        )
+
+
+def _move_net(net, device):
+    """Move a fitted skorch net (module and optimizer state) to ``device``."""
+    if torch.device(net.device) == device and all(
+        p.device == device for p in net.module_.parameters()
+    ):
+        return
+    state = net.optimizer_.state_dict()
+    net.module_.to(device)
+    net.optimizer_.load_state_dict(state)  # casts moment buffers to the new device
+    net.device = device
+
+
+def _snapshot_net(net):
+    monitor = net.callbacks_[0][1]
+    return (
+        copy.deepcopy(net.module_.state_dict()),
+        copy.deepcopy(net.optimizer_.state_dict()),
+        len(net.history),
+        dict(monitor.__dict__),
+        net.device,
+    )
+
+
+def _restore_net(net, snapshot):
+    module_state, optim_state, n_epochs, monitor_state, device = snapshot
+    net.module_.to(device)
+    net.module_.load_state_dict(module_state)
+    net.optimizer_.load_state_dict(optim_state)
+    del net.history[n_epochs:]
+    monitor = net.callbacks_[0][1]
+    monitor.__dict__.clear()
+    monitor.__dict__.update(monitor_state)
+    net.device = device
 
 
 def _check_solver(est):
@@ -208,12 +264,28 @@ class _BaseNet(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight, incremental, epoch_callback=None):
-        """Shared body of ``fit`` and ``partial_fit``.
+        """Shared body of ``fit`` and ``partial_fit``, all or nothing.
 
-        ``epoch_callback(epoch, net, monitor, stopping)`` is called after each
-        completed epoch (see :meth:`EpochMonitor.prepare`); the epoch-reusing
-        search uses it to score every requested ``max_iter`` in one run.
+        A call that raises leaves the estimator exactly as it was before the
+        call: unfitted if it was, else with its previous fitted state and
+        weights. ``epoch_callback(epoch, net, monitor, stopping)`` is called
+        after each completed epoch (see :meth:`EpochMonitor.prepare`); the
+        epoch-reusing search uses it to score every requested ``max_iter`` in
+        one run.
         """
+        saved = dict(self.__dict__)
+        net = saved.get("net_")
+        snapshot = _snapshot_net(net) if net is not None else None
+        try:
+            return self._fit_body(X, y, sample_weight, incremental, epoch_callback)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            if snapshot is not None:
+                _restore_net(net, snapshot)
+            raise
+
+    def _fit_body(self, X, y, sample_weight, incremental, epoch_callback):
         self._check_params()
         first_pass = not hasattr(self, "net_") or (
             not self.warm_start and not incremental
@@ -225,6 +297,7 @@ class _BaseNet(BaseEstimator):
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         device = resolve_device(self.device)
         dtype = self._compute_dtype(X) if first_pass else self._dtype
+        _check_representable(X, dtype)
         out_act = self._output_activation(Y)
         target = self._loss_target(Y, out_act)
         rng = check_random_state(self.random_state)
@@ -256,11 +329,9 @@ class _BaseNet(BaseEstimator):
             torch.manual_seed(int(init_seed))
             if first_pass:
                 net, monitor = self._new_net(X.shape[1], Y.shape[1], device, dtype)
-                before = None
             else:
                 net, monitor = self.net_, self.net_.callbacks_[0][1]
-                net.set_params(device=device)
-                before = (copy.deepcopy(net.module_.state_dict()), len(net.history))
+                _move_net(net, device)
                 if not incremental:
                     net.initialize_optimizer()
                     monitor.learning_rate = self.learning_rate_init
@@ -283,14 +354,17 @@ class _BaseNet(BaseEstimator):
             epochs = 1 if (incremental or self.solver == "lbfgs") else self.max_iter
             try:
                 net.partial_fit(train, epochs=epochs)
+            except torch.OutOfMemoryError as exc:
+                raise torch.OutOfMemoryError(
+                    f"{device} ran out of memory while training with batch_size="
+                    f"{batch_size}. Use a smaller batch_size, a smaller network, "
+                    f"dtype='float32', or device='cpu'. ({exc})"
+                ) from exc
             finally:
                 monitor.release()
             if len(net.history) and "train_loss" not in net.history[-1]:
                 net.history.pop()  # an epoch cut short by an interrupt
         if monitor.stop_reason == "diverged":
-            if before is not None:
-                net.module_.load_state_dict(before[0])
-                del net.history[before[1] :]
             raise ValueError(
                 "Training diverged: the loss became NaN or infinite. Lower "
                 "learning_rate_init, scale the inputs (e.g. StandardScaler), or "
@@ -301,7 +375,7 @@ class _BaseNet(BaseEstimator):
         if self.early_stopping and monitor.best_state is not None:
             net.module_.load_state_dict(monitor.best_state)
 
-        self.net_, self.module_ = net, net.module_
+        self.net_ = net
         self._dtype, self._device = dtype, device
         self.out_activation_ = out_act
         self.n_outputs_ = Y.shape[1]
@@ -441,6 +515,89 @@ class _BaseNet(BaseEstimator):
                 )
         self.n_layers_ = len(self._hidden_sizes()) + 2
 
+    @property
+    def module_(self):
+        """The trained ``torch.nn.Module`` (the skorch net's ``module_``)."""
+        return self.net_.module_
+
+    def set_params(self, **params):
+        """Set parameters; on a fitted estimator a new ``device`` moves the model.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : object
+            The estimator.
+        """
+        super().set_params(**params)
+        if "device" in params and "net_" in self.__dict__:
+            self._device = resolve_device(self.device)
+            _move_net(self.net_, self._device)
+        return self
+
+    # ---------------------------------------------------------- persistence
+
+    def _check_is_fitted_for_save(self):
+        check_is_fitted(self)
+
+    def _extra_state(self):
+        """Private fitted state a subclass needs to rebuild itself (JSON-able)."""
+        return {}
+
+    def _load_extra_state(self, extra):
+        """Inverse of :meth:`_extra_state`."""
+
+    def _fitted_state(self):
+        """Public fitted attributes plus what :meth:`_restore_fitted` needs."""
+        state = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k.endswith("_") and not k.startswith("_") and k != "net_"
+        }
+        monitor = self.net_.callbacks_[0][1]
+        state["_private"] = {
+            "dtype": str(self._dtype).replace("torch.", ""),
+            "monitor": {k: getattr(monitor, k) for k in _MONITOR_STATE},
+            "extra": self._extra_state(),
+        }
+        return state
+
+    def _restore_fitted(self, fitted, module_state):
+        """Rebuild the fitted estimator from :meth:`_fitted_state` and weights."""
+        fitted = dict(fitted)
+        private = fitted.pop("_private")
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        self._load_extra_state(private["extra"])
+        dtype = getattr(torch, private["dtype"])
+        device = resolve_device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            net, monitor = self._new_net(
+                self.n_features_in_, self.n_outputs_, device, dtype
+            )
+        try:
+            net.module_.load_state_dict(
+                {k: v.to(device) for k, v in module_state.items()}
+            )
+        except RuntimeError as exc:
+            raise ValueError(
+                "The saved weights do not match the network that the saved "
+                f"parameters build: {exc}"
+            ) from exc
+        for name, value in private["monitor"].items():
+            setattr(monitor, name, value)
+        for row in self.history_:
+            net.history.new_epoch()
+            for key, value in row.items():
+                net.history.record("epoch_" if key == "epoch" else key, value)
+        self.net_, self._dtype, self._device = net, dtype, device
+        self._set_model_attributes()
+        return self
+
     # ----------------------------------------------------------- inspection
 
     def summary(self):
@@ -462,6 +619,7 @@ class _BaseNet(BaseEstimator):
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         param = next(self.module_.parameters())
+        _check_representable(X, param.dtype)
         data = ArrayDataset(X, device=param.device, dtype=param.dtype)
         rows = max(256, min(8192, 2**24 // max(X.shape[1], 1)))
         raw = predict_raw(self.module_, data, rows)
@@ -489,6 +647,12 @@ class _ClassifierNet(_BaseNet):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
+            if len(self.classes_) < 2 and y.ndim == 1:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes "
+                    f"in the data, but the data contains only one class: "
+                    f"{self.classes_[0]!r}."
+                )
         else:
             classes = unique_labels(y)
             if self.warm_start:
@@ -512,6 +676,18 @@ class _ClassifierNet(_BaseNet):
         return (
             "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
         )
+
+    def _extra_state(self):
+        return {"y_type": self._label_binarizer.y_type_}
+
+    def _load_extra_state(self, extra):
+        lb = LabelBinarizer()
+        lb.classes_, lb.y_type_, lb.sparse_input_ = (
+            self.classes_,
+            extra["y_type"],
+            False,
+        )
+        self._label_binarizer = lb
 
     def _loss_target(self, Y, out_act):
         if out_act == "softmax":

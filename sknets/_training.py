@@ -18,6 +18,7 @@ it fast and make it behave like scikit-learn's MLP:
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,24 +44,23 @@ class ArrayDataset(torch.utils.data.Dataset):
     """Features, targets and sample weights held as whole arrays.
 
     Dense ``X`` becomes one tensor without a copy when its dtype already
-    matches (``torch.from_numpy`` shares memory); it is moved to ``device``
-    once. Sparse ``X`` stays a CSR matrix on the host and is densified one
-    batch at a time.
+    matches (``torch.from_numpy`` shares memory, read-only arrays and
+    ``numpy.memmap`` included) and is moved to ``device`` once. On a GPU, data
+    larger than half the free device memory stays on the host and is streamed
+    in pinned batches. Sparse ``X`` stays a CSR matrix on the host and is
+    densified one batch at a time.
     """
 
     def __init__(self, X, y=None, sample_weight=None, *, device, dtype):
         self.device = torch.device(device)
         self.dtype = dtype
         self.sparse = sp.issparse(X)
-        if self.sparse:
-            self.X = X.tocsr()
-        else:
-            self.X = as_tensor(X, dtype, self.device)
-        self.y = None if y is None else as_tensor(y, None, self.device)
+        self.host = self.sparse or not fits_on_device(X, dtype, self.device)
+        store = torch.device("cpu") if self.host else self.device
+        self.X = X.tocsr() if self.sparse else as_tensor(X, dtype, store)
+        self.y = None if y is None else as_tensor(y, None, store)
         self.w = (
-            None
-            if sample_weight is None
-            else as_tensor(sample_weight, dtype, self.device)
+            None if sample_weight is None else as_tensor(sample_weight, dtype, store)
         )
 
     def __len__(self):
@@ -72,15 +72,35 @@ class ArrayDataset(torch.utils.data.Dataset):
     def take(self, index):
         """Return ``(X_batch, (y_batch, w_batch))`` for a slice or index tensor."""
         if self.sparse:
-            rows = index if isinstance(index, slice) else index.cpu().numpy()
-            Xb = as_tensor(self.X[rows].toarray(), self.dtype, self.device)
+            rows = index if isinstance(index, slice) else index.numpy()
+            Xb = torch.from_numpy(np.asarray(self.X[rows].toarray(), order="C"))
         else:
             Xb = self.X[index]
-            if Xb.device != self.device:
-                Xb = Xb.to(self.device, non_blocking=True)
         yb = None if self.y is None else self.y[index]
         wb = None if self.w is None else self.w[index]
+        if self.host:
+            Xb, yb, wb = (to_device(t, self.device, self.dtype) for t in (Xb, yb, wb))
         return Xb, (yb, wb)
+
+
+def fits_on_device(X, dtype, device):
+    """Whether ``X`` in ``dtype`` takes at most half the free memory of a GPU."""
+    if device.type != "cuda":
+        return True
+    nbytes = X.shape[0] * int(np.prod(X.shape[1:])) * torch.finfo(dtype).bits // 8
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= free // 2
+
+
+def to_device(t, device, dtype=None):
+    """Move a host batch to ``device`` (pinned, asynchronous on CUDA)."""
+    if t is None:
+        return None
+    if t.is_floating_point() and dtype is not None:
+        t = t.to(dtype)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def as_tensor(a, dtype, device):
@@ -91,7 +111,10 @@ def as_tensor(a, dtype, device):
         a = np.asarray(a)
         if a.dtype == bool:
             a = a.astype(np.uint8)
-        t = torch.from_numpy(a) if a.flags.writeable else torch.as_tensor(a.copy())
+        with warnings.catch_warnings():
+            # read-only arrays (memmaps) are shared too: nothing writes to them
+            warnings.filterwarnings("ignore", message="The given NumPy array")
+            t = torch.from_numpy(a)
     return t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
 
 
@@ -115,7 +138,7 @@ class BatchIterator:
         n = len(self.dataset)
         if self.shuffle and n > 1:
             order = torch.randperm(n, generator=self.generator)
-            if not self.dataset.sparse:
+            if not self.dataset.host:
                 order = order.to(self.dataset.X.device)
             for start in range(0, n, self.batch_size):
                 yield self.dataset.take(order[start : start + self.batch_size])
@@ -328,6 +351,8 @@ class EpochMonitor(Callback):
         self.valid_data = None
         self.score_fn = None
         self.epoch_callback = None
+        if self.best_state is not None:  # keep it loadable on a machine without GPU
+            self.best_state = {k: v.cpu() for k, v in self.best_state.items()}
 
     def on_epoch_begin(self, net, **kwargs):
         self._start = time.perf_counter()
