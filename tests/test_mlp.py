@@ -610,3 +610,14 @@ def test_issue_grid_search_beats_sklearn_on_digits():
     )
     theirs = best(neural_network.MLPClassifier(random_state=0), {})
     assert ours >= theirs
+
+
+def test_batches_are_sliced_not_collated_per_sample(digits, monkeypatch):
+    X, y = digits
+
+    def per_sample(self, i):
+        raise AssertionError("per-sample __getitem__ on the training path")
+
+    monkeypatch.setattr(ArrayDataset, "__getitem__", per_sample)
+    clf = MLPClassifier(max_iter=2, batch_size=32, **FAST).fit(X, y)
+    assert clf.predict(X).shape == (len(X),)
