@@ -5,9 +5,17 @@ estimator contract: they work in ``Pipeline``, ``GridSearchCV``,
 ``cross_val_score`` and ``joblib``, and pass scikit-learn's estimator checks.
 """
 
+from sknets._convnet import ConvNetClassifier
 from sknets._mlp import MLPClassifier, MLPRegressor
 from sknets._persistence import load, save
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPClassifier", "MLPRegressor", "load", "save", "__version__"]
+__all__ = [
+    "ConvNetClassifier",
+    "MLPClassifier",
+    "MLPRegressor",
+    "load",
+    "save",
+    "__version__",
+]

@@ -19,6 +19,12 @@ _FAST = dict(hidden_layer_sizes=(16,), batch_size=1000, max_iter=100,
 CHECK_SETTINGS = {
     sknets.MLPClassifier: [_FAST],
     sknets.MLPRegressor: [_FAST],
+    # Each row of the checks' tabular data is a 1-channel signal; kernels and
+    # pooling windows shrink to the (sometimes single-feature) rows.
+    sknets.ConvNetClassifier: [
+        dict(filters=(4,), kernel_size=2, hidden_layer_sizes=(16,), batch_size=1000,
+             max_iter=100, learning_rate_init=0.01, random_state=0, device="cpu")
+    ],
 }
 
 EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {}
