@@ -167,17 +167,32 @@ def test_without_shared_runs_behaves_like_sklearn(digits, estimator, grid):
     assert set(ours.cv_results_) == set(theirs.cv_results_)
 
 
+class _FailsAfterFiveEpochs(MLPClassifier):
+    """A network whose fit fails when it trained more than five epochs."""
+
+    def _set_model_attributes(self):
+        super()._set_model_attributes()
+        if self.n_iter_ > 5:
+            raise ValueError("late failure")
+
+
 def test_failing_shared_run_falls_back_to_separate_fits(digits):
-    """A run that diverges late must not fail the shorter epoch counts."""
+    """A run that fails late must not fail the shorter epoch counts."""
     X, y = digits
-    est = _mlp(solver="sgd", learning_rate_init=50.0, momentum=0.0)
-    grid = {"max_iter": [1, 20]}
-    ours = GridSearchCV(est, grid, cv=3, refit=False, error_score=np.nan)
-    theirs = skms.GridSearchCV(est, grid, cv=3, refit=False, error_score=np.nan)
+    params = _mlp().get_params()
+    grid = {"max_iter": [2, 4, 8]}
+    ours = GridSearchCV(_FailsAfterFiveEpochs(**params), grid, cv=3, refit=False)
+    theirs = skms.GridSearchCV(_FailsAfterFiveEpochs(**params), grid, cv=3)
     ours.fit(X, y)
-    theirs.fit(X, y)
+    theirs.set_params(refit=False).fit(X, y)
+    scores = ours.cv_results_["mean_test_score"]
+    assert np.isfinite(scores[:2]).all() and np.isnan(scores[2])
     for key in SCORE_KEYS:
         assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-10)
+    with pytest.raises(ValueError, match="late failure"):
+        GridSearchCV(
+            _FailsAfterFiveEpochs(**params), grid, cv=3, error_score="raise"
+        ).fit(X, y)
 
 
 def _threads_scorer(estimator, X, y):

@@ -160,7 +160,6 @@ def _hooked_fit(net, epoch_callback):
 def _set_epoch_state(net, state, epoch, best_epoch):
     """Make a fitted ``net`` look like the ``max_iter=epoch`` fit (for scorers)."""
     net.module_.load_state_dict(state)
-    net._set_model_attributes()
     net.n_iter_ = epoch
     if getattr(net, "loss_curve_", None) is not None:
         net.loss_curve_ = net.loss_curve_[:epoch]
@@ -171,6 +170,7 @@ def _set_epoch_state(net, state, epoch, best_epoch):
         net.validation_scores_ = net.validation_scores_[:epoch]
         net.best_validation_score_ = max(net.validation_scores_)
         net.best_epoch_ = best_epoch
+    net._set_model_attributes()
 
 
 def _fit_and_score_epochs(
