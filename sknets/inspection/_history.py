@@ -239,7 +239,10 @@ class TrainingHistoryDisplay:
         title = name if name is not None else self.estimator_name
         if title:
             ax.set_title(title)
-        ax.legend(handles=handles, loc="best")
+        # "best" cannot see the twin axes' curve; losses fall towards the
+        # bottom and scores rise towards the top, so the middle is free
+        loc = "center right" if score_ax not in (None, ax) else "best"
+        ax.legend(handles=handles, loc=loc)
 
         self.line_ = lines
         self.ax_ = ax
