@@ -1,0 +1,1079 @@
+"""Transfer learning: pretrained-network features and fine-tuning, offline.
+
+:class:`PretrainedFeatureExtractor` turns images into the activations of a
+pretrained network; :class:`FineTunedClassifier` puts a new head on such a
+network and trains it in two phases. Weights come from local files only:
+sknets never downloads anything.
+"""
+
+import copy
+import io
+import os
+import pickle
+import sys
+import warnings
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from sknets import _docs
+from sknets._base import _BaseNet, _ClassifierNet, resolve_device
+from sknets._training import ArrayDataset, output_activation, predict_raw
+from sknets.modules._backbones import BACKBONES
+from sknets.modules._mlp import MLPModule
+
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".th")
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def weights_home():
+    """Folder where named weights are looked up.
+
+    ``$SKNETS_HOME`` when set, else the platform's user cache folder:
+    ``$XDG_CACHE_HOME/sknets`` or ``~/.cache/sknets`` on Linux,
+    ``~/Library/Caches/sknets`` on macOS, ``%LOCALAPPDATA%\\sknets\\Cache`` on
+    Windows.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The folder (it may not exist).
+    """
+    env = os.environ.get("SKNETS_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
+        return Path(base) / "sknets" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "sknets"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sknets"
+
+
+def load_state_dict(path):
+    """Read a state dict from ``.safetensors`` or a ``torch.save`` file.
+
+    ``torch.load`` runs with ``weights_only=True`` on the CPU. A checkpoint
+    holding a ``'state_dict'`` entry is unwrapped and ``module.`` prefixes
+    (``DataParallel``) are stripped.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The weights file.
+
+    Returns
+    -------
+    state_dict : dict of str to torch.Tensor
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _is_path(weights):
+    weights = str(weights)
+    return (
+        Path(weights).suffix in _WEIGHT_SUFFIXES
+        or os.sep in weights
+        or "/" in weights
+        or Path(weights).exists()
+    )
+
+
+def _find_weights(weights, backbone_name, hint=None):
+    """Path of the weights file for ``weights`` (a path or a name), or an error."""
+    if _is_path(weights):
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Weights file {str(path)!r} does not exist. sknets never downloads "
+                f"weights: put the file there, or pass weights=None for a randomly "
+                f"initialized {backbone_name}."
+            )
+        return path
+    home = weights_home()
+    for suffix in _WEIGHT_SUFFIXES:
+        if (home / f"{weights}{suffix}").is_file():
+            return home / f"{weights}{suffix}"
+    how = f" To make it, {hint}." if hint else ""
+    raise FileNotFoundError(
+        f"Pretrained weights {weights!r} for backbone {backbone_name!r} were not "
+        f"found, and sknets never downloads weights. Put the state dict at "
+        f"{home / (weights + '.safetensors')} (or .pt/.pth/.th next to it).{how} "
+        f"Set the SKNETS_HOME environment variable to use another folder than "
+        f"{home}, pass the file's path as weights='/path/to/file.pt', or pass "
+        f"weights=None for a randomly initialized network."
+    )
+
+
+def _load_into(module, path):
+    state = load_state_dict(path)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"The weights in {path} do not fit the backbone {type(module).__name__}: "
+            f"{exc}"
+        ) from exc
+
+
+def _reset_parameters(module):
+    for m in module.modules():
+        if hasattr(m, "reset_parameters") and m is not module:
+            m.reset_parameters()
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+
+
+def _torchvision_backbone(name, weights):
+    """A torchvision model; its default weights only from torch's local hub cache."""
+    try:
+        import torchvision
+    except Exception as exc:  # ImportError, or a torch/torchvision mismatch
+        raise ValueError(
+            f"Unknown backbone {name!r}. Built-in backbones: {sorted(BACKBONES)}. "
+            f"torchvision model names need torchvision, which cannot be imported "
+            f"here ({exc})."
+        ) from exc
+    try:
+        model = torchvision.models.get_model(name, weights=None)
+    except ValueError as exc:
+        raise ValueError(
+            f"Unknown backbone {name!r}: neither built in ({sorted(BACKBONES)}) nor "
+            f"a torchvision model."
+        ) from exc
+    enum = torchvision.models.get_model_weights(name).DEFAULT
+    mean, std = enum.transforms().mean, enum.transforms().std
+    size = enum.transforms().crop_size
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    prep = {
+        "input_size": (3, int(size), int(size)),
+        "mean": tuple(mean),
+        "std": tuple(std),
+        "pixel_scale": 1.0,
+        "channel_order": "RGB",
+    }
+    if weights == "default":
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        if not cached.is_file():
+            raise FileNotFoundError(
+                f"torchvision's default weights for {name!r} are not in the local "
+                f"cache and sknets never downloads weights. Put {Path(enum.url).name} "
+                f"at {cached} (torchvision's own cache: `{name}(weights='DEFAULT')` "
+                f"on a connected machine fills it), pass a file as weights=..., or "
+                f"weights=None for a randomly initialized network."
+            )
+        _load_into(model, cached)
+    elif weights is not None:
+        _load_into(model, _find_weights(weights, name))
+    return model, prep
+
+
+def make_backbone(backbone, weights):
+    """Build ``backbone`` and load ``weights``; return ``(module, preprocessing)``.
+
+    Random initialization draws from torch's current random state, which the
+    caller seeds. ``preprocessing`` is None for a user module.
+    """
+    if not isinstance(backbone, (str, nn.Module)):  # a class or factory
+        module = backbone()
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"backbone={backbone!r} returned {type(module).__name__}, not a "
+                f"torch.nn.Module."
+            )
+        backbone = module
+    if isinstance(backbone, nn.Module):
+        module = copy.deepcopy(backbone)
+        if weights is None:
+            _reset_parameters(module)
+        elif weights != "default":
+            _load_into(module, _find_weights(weights, type(backbone).__name__))
+        return module, getattr(module, "preprocessing", None)
+    if backbone not in BACKBONES:
+        return _torchvision_backbone(backbone, weights)
+    factory, default_name, hint = BACKBONES[backbone]
+    module = factory()
+    if weights is not None:
+        name = default_name if weights == "default" else weights
+        _load_into(module, _find_weights(name, backbone, hint))
+    return module, dict(module.preprocessing)
+
+
+# --------------------------------------------------------------------------- module
+
+
+class _Captured(Exception):
+    """Raised from a hook once the requested activations are in hand."""
+
+
+def _in_channels(module):
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return None
+
+
+class ImageFeatures(nn.Module):
+    """Flat rows -> images -> backbone activations at one layer -> 2-D features.
+
+    Rows are reshaped to ``image_shape`` (C, H, W); one channel is repeated
+    when the backbone takes more; images are resized to ``size`` and put
+    through the backbone's own normalization. The activations of ``layer``
+    (the input of the last leaf module when None: the penultimate layer) are
+    global-average pooled when they are maps. While ``frozen``, the backbone
+    stays in eval mode and runs without gradients.
+    """
+
+    def __init__(self, backbone, layer, image_shape, size, preprocessing):
+        super().__init__()
+        self.backbone = backbone
+        self.layer = layer
+        self.image_shape = None if image_shape is None else tuple(image_shape)
+        self.size = None if size is None else tuple(size)
+        self.in_channels = _in_channels(backbone)
+        prep = preprocessing or {}
+        self.pixel_scale = float(prep.get("pixel_scale", 1.0))
+        self.bgr = prep.get("channel_order", "RGB") == "BGR"
+        if prep.get("mean") is not None:
+            mean = torch.tensor(prep["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
+            std = torch.tensor(prep["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
+            self.register_buffer("mean", mean)
+            self.register_buffer("std", std)
+        else:
+            self.mean = self.std = None
+        self.frozen = False
+        self._target()  # fail early on an unknown layer
+
+    def set_frozen(self, frozen):
+        """Freeze (no gradients, eval mode) or unfreeze the backbone."""
+        self.frozen = bool(frozen)
+        for p in self.backbone.parameters():
+            p.requires_grad_(not self.frozen)
+        self.train(self.training)
+        return self
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def _target(self):
+        if self.layer is not None:
+            named = dict(self.backbone.named_modules())
+            if self.layer not in named or self.layer == "":
+                names = [n for n in named if n]
+                raise ValueError(
+                    f"layer={self.layer!r} is not a module of the backbone; "
+                    f"named modules are: {names[:40]}"
+                    f"{' ...' if len(names) > 40 else ''}"
+                )
+            return named[self.layer], "output"
+        leaves = [m for m in self.backbone.modules() if not list(m.children())]
+        if leaves and leaves[-1] is not self.backbone:
+            return leaves[-1], "input"
+        return self.backbone, "output"
+
+    def preprocess(self, x):
+        """Reshape flat rows into images and normalize them for the backbone."""
+        if self.image_shape is None:
+            return x
+        x = x.reshape(-1, *self.image_shape)
+        if self.in_channels is not None and x.shape[1] != self.in_channels:
+            if x.shape[1] != 1:
+                raise ValueError(
+                    f"The backbone takes {self.in_channels} channels, the images "
+                    f"have {x.shape[1]}."
+                )
+            x = x.expand(-1, self.in_channels, -1, -1)
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            shrink = x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1]
+            x = F.interpolate(
+                x,
+                size=self.size,
+                mode="bilinear",
+                align_corners=False,
+                antialias=shrink,
+            )
+        if self.pixel_scale != 1.0:
+            x = x * self.pixel_scale
+        if self.bgr:
+            x = x.flip(1)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x
+
+    def _activations(self, x):
+        module, where = self._target()
+        if module is self.backbone and where == "output":
+            out = self.backbone(x)
+        else:
+            store = []
+
+            def grab(value):
+                store.append(value)
+                raise _Captured
+
+            if where == "input":
+                handle = module.register_forward_pre_hook(lambda m, a: grab(a[0]))
+            else:
+                handle = module.register_forward_hook(lambda m, a, o: grab(o))
+            try:
+                out = self.backbone(x)
+            except _Captured:
+                out = store[0]
+            finally:
+                handle.remove()
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if out.ndim > 2:
+            out = out.flatten(2).mean(2)
+        return out
+
+    def forward(self, x):
+        x = self.preprocess(x)
+        if self.frozen:
+            with torch.no_grad():
+                return self._activations(x)
+        return self._activations(x)
+
+
+class FineTuneModule(nn.Module):
+    """:class:`ImageFeatures` followed by a new head."""
+
+    def __init__(self, features, head):
+        super().__init__()
+        self.features = features
+        self.head = head
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _image_shape(shape, input_shape):
+    """(C, H, W) from ``input_shape`` for flat rows."""
+    if input_shape is None:
+        return None
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(
+            f"input_shape must be (height, width) or (channels, height, width), "
+            f"got {input_shape!r}."
+        )
+    return shape
+
+
+def _flatten_images(X, input_shape):
+    """Return ``(X_2d, image_shape)``; N-D image arrays become flat CHW rows.
+
+    3-D arrays are (n, H, W) grayscale; 4-D arrays are (n, H, W, C) when the
+    last axis has 1 or 3 entries and the second does not, else (n, C, H, W).
+    """
+    ndim = getattr(X, "ndim", None)
+    if ndim is None or ndim <= 2:
+        return X, _image_shape(None, input_shape)
+    X = np.asarray(X)
+    if X.ndim == 3:
+        X = X[:, None]
+    elif X.ndim == 4:
+        if X.shape[-1] in (1, 3) and X.shape[1] not in (1, 3):
+            X = X.transpose(0, 3, 1, 2)
+    else:
+        raise ValueError(f"Expected 2-D, 3-D or 4-D X, got {X.ndim}-D.")
+    shape = X.shape[1:]
+    if input_shape is not None and _image_shape(None, input_shape) != shape:
+        raise ValueError(
+            f"input_shape={input_shape!r} does not match the images' shape "
+            f"(channels, height, width) = {shape}."
+        )
+    return np.ascontiguousarray(X).reshape(X.shape[0], -1), shape
+
+
+def _check_image_rows(n_features, image_shape, preprocessing, backbone):
+    if image_shape is None:
+        if preprocessing is not None:
+            raise ValueError(
+                f"Backbone {backbone!r} takes images: pass input_shape=(channels, "
+                f"height, width) or (height, width) for flat rows of X, or X as "
+                f"an array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)."
+            )
+        return
+    if int(np.prod(image_shape)) != n_features:
+        raise ValueError(
+            f"X has {n_features} features per row but input_shape "
+            f"{image_shape} holds {int(np.prod(image_shape))} values."
+        )
+
+
+def _target_size(resize, preprocessing):
+    if resize is None:
+        return None
+    if isinstance(resize, str):  # 'auto'
+        if preprocessing is None:
+            return None
+        return tuple(preprocessing["input_size"][-2:])
+    if isinstance(resize, Integral):
+        return (int(resize), int(resize))
+    return tuple(int(s) for s in resize)
+
+
+def _fold_uint8(X):
+    """uint8 pixels in [0, 255] -> float32 in [0, 1]."""
+    if X.dtype == np.uint8:
+        return X.astype(np.float32) / np.float32(255.0)
+    return X
+
+
+_IMAGE_CONSTRAINTS = {
+    "backbone": [str, nn.Module, callable],
+    "layer": [None, str],
+    "weights": [None, str, os.PathLike],
+    "input_shape": [None, tuple, list],
+    "resize": [
+        None,
+        StrOptions({"auto"}),
+        Interval(Integral, 1, None, closed="left"),
+        tuple,
+        list,
+    ],
+    "normalize": ["boolean"],
+}
+
+_IMAGE_PARAMS_DOC = """\
+    backbone : str, torch.nn.Module or callable, default='squeezenet1_1'
+        The pretrained network: a built-in name (``'squeezenet1_1'``,
+        ``'resnet20_cifar'``, ``'resnet56_cifar'``), a torchvision model name
+        (``'resnet18'``, ...; only where torchvision imports), any
+        ``torch.nn.Module`` (copied in ``fit``, never modified), or a class or
+        function that returns one (called in ``fit``).
+
+    weights : str, path-like or None, default='default'
+        Where the pretrained weights come from; nothing is ever downloaded.
+        ``'default'``: the backbone's usual weights, looked up by name in
+        :func:`weights_home` (``$SKNETS_HOME``, default ``~/.cache/sknets``):
+        ``squeezenet1_1_imagenet.safetensors``, ``resnet20_cifar10.th``, ...;
+        for a module, its own current weights; for a torchvision name, the
+        file in torch's hub cache. A path to a ``.pt``/``.pth``/``.th``
+        (``torch.load(weights_only=True)``) or ``.safetensors`` state dict;
+        another name to look up in the same folder; or None for a random
+        initialization seeded by ``random_state``. Missing weights raise a
+        ``FileNotFoundError`` that says which file to put where.
+
+    layer : str or None, default=None
+        Name of the module (as in ``backbone.named_modules()``) whose output
+        gives the features, global-average pooled when it is a feature map.
+        None: the penultimate layer, i.e. the input of the backbone's last
+        module (the pooled features before the classifier).
+
+    input_shape : tuple of int or None, default=None
+        Shape ``(channels, height, width)`` or ``(height, width)`` of each
+        flat row of a 2-D ``X``. Not needed for image arrays of shape
+        ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)``. Without it, rows
+        of a 2-D ``X`` go to a user module as they are.
+
+    resize : 'auto', int, tuple of int or None, default='auto'
+        Size the images are resized to (bilinear) before the backbone;
+        ``'auto'`` is the backbone's native size (224 for SqueezeNet, 32 for
+        the CIFAR ResNets, none for a user module); None keeps the size.
+
+    normalize : bool, default=True
+        Apply the backbone's own input normalization (e.g. BGR mean-pixel
+        subtraction for SqueezeNet, ImageNet mean/std for the ResNets).
+        ``uint8`` input is always mapped to ``[0, 1]`` first; float input is
+        taken to be in ``[0, 1]`` already.
+"""
+
+
+# --------------------------------------------------------------------------- pickling
+
+
+def _rebuild_tensor(array, dtype, requires_grad, parameter):
+    t = torch.from_numpy(array).to(getattr(torch, dtype))
+    if parameter:
+        return nn.Parameter(t, requires_grad=requires_grad)
+    return t.requires_grad_(requires_grad)
+
+
+class _StablePickler(pickle.Pickler):
+    """Pickle tensors by value (as NumPy arrays), not by storage address."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+            name = str(obj.dtype).removeprefix("torch.")
+            if name not in ("bfloat16",) and not obj.is_sparse:
+                array = obj.detach().numpy()
+                parameter = isinstance(obj, nn.Parameter)
+                return _rebuild_tensor, (array, name, obj.requires_grad, parameter)
+        return NotImplemented
+
+
+class _ModuleBytes:
+    """A module parameter as bytes that are equal for equal modules.
+
+    torch pickles a tensor's storage under its memory address, so a module and
+    its deep copy (what ``clone`` gives) never hash alike in joblib, and
+    ``Pipeline(memory=...)`` would miss its cache. These bytes do not depend
+    on addresses.
+    """
+
+    def __init__(self, module):
+        buffer = io.BytesIO()
+        _StablePickler(buffer, protocol=4).dump(module)
+        self.data = buffer.getvalue()
+
+    def load(self):
+        return pickle.loads(self.data)
+
+
+class _BackbonePickleMixin:
+    """Pickle a module-valued ``backbone`` parameter in a hash-stable form."""
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if isinstance(state.get("backbone"), nn.Module):
+            state["backbone"] = _ModuleBytes(state["backbone"])
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("backbone"), _ModuleBytes):
+            state = {**state, "backbone": state["backbone"].load()}
+        super().__setstate__(state)
+
+
+# --------------------------------------------------------------------------- extractor
+
+
+class PretrainedFeatureExtractor(
+    _BackbonePickleMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    BaseEstimator,
+):
+    __doc__ = _docs.fill(
+        """Features from a pretrained network: images in, activations out.
+
+    ``fit`` is cheap: it builds the backbone and loads its weights (never
+    downloading anything). ``transform`` runs the network in eval mode under
+    ``torch.inference_mode()``, ``batch_size`` images at a time, and returns a
+    2-D array of the chosen layer's activations, ready for a linear model.
+
+    Parameters
+    ----------
+{image}
+    batch_size : int, default=64
+        Images per forward pass. Features do not depend on it.
+
+    device : str or torch.device, default='auto'
+        Where the network runs: 'cpu', 'cuda', 'cuda:1', ...; 'auto' picks
+        CUDA when it is available.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random initialization with ``weights=None``.
+
+    Attributes
+    ----------
+    backbone_ : torch.nn.Module
+        The backbone with its weights loaded, in eval mode.
+
+    module_ : torch.nn.Module
+        Preprocessing, backbone and pooling in one module (it contains
+        ``backbone_``).
+
+    image_shape_ : tuple of int or None
+        (channels, height, width) of the images seen in ``fit``.
+
+    n_features_in_ : int
+        Number of values per image seen during ``fit``.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    n_features_out_ : int
+        Number of features ``transform`` returns.
+
+    See Also
+    --------
+    FineTunedClassifier : Train a new head, and optionally the backbone.
+
+    Notes
+    -----
+    The computation is float32; the output is float32 for float32 input and
+    float64 otherwise. Put the extractor first in a ``Pipeline(memory=...)``
+    so that a grid search over the later steps extracts features once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknets import PretrainedFeatureExtractor
+    >>> images = np.random.RandomState(0).randint(0, 256, (4, 16, 16, 3),
+    ...                                           dtype=np.uint8)
+    >>> ext = PretrainedFeatureExtractor("resnet20_cifar", weights=None,
+    ...                                  random_state=0).fit(images)
+    >>> ext.transform(images).shape
+    (4, 64)
+    >>> ext.get_feature_names_out()[:2]
+    array(['pretrainedfeatureextractor0', 'pretrainedfeatureextractor1'],
+          dtype=object)
+    """,
+        image=_IMAGE_PARAMS_DOC,
+    )
+
+    _parameter_constraints: dict = {
+        **_IMAGE_CONSTRAINTS,
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        backbone="squeezenet1_1",
+        *,
+        weights="default",
+        layer=None,
+        input_shape=None,
+        resize="auto",
+        normalize=True,
+        batch_size=64,
+        device="auto",
+        random_state=None,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.layer = layer
+        self.input_shape = input_shape
+        self.resize = resize
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+
+    def _validate_images(self, X, reset):
+        X, shape = _flatten_images(X, self.input_shape)
+        if not reset and shape is not None and shape != self.image_shape_:
+            raise ValueError(
+                f"X holds images of shape {shape}; this extractor was fitted on "
+                f"{self.image_shape_}."
+            )
+        X = validate_data(
+            self, X, dtype=(np.float64, np.float32, np.uint8), reset=reset
+        )
+        return X, shape
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Build the backbone and load its weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Images: flat rows (see ``input_shape``) or an image array. Only
+            their shape is used.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted extractor.
+        """
+        X, shape = self._validate_images(X, reset=True)
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            backbone, prep = make_backbone(self.backbone, self.weights)
+        _check_image_rows(X.shape[1], shape, prep, self.backbone)
+        module = ImageFeatures(
+            backbone,
+            self.layer,
+            shape,
+            _target_size(self.resize, prep) if shape is not None else None,
+            prep if self.normalize else None,
+        )
+        module.set_frozen(True)
+        module = module.to(resolve_device(self.device), torch.float32).eval()
+        self.module_ = module
+        self.image_shape_ = shape
+        probe = self._run(np.zeros((1, X.shape[1]), dtype=np.float32))
+        self.n_features_out_ = self._n_features_out = int(probe.shape[1])
+        return self
+
+    @property
+    def backbone_(self):
+        return self.module_.backbone
+
+    def _run(self, X):
+        device = resolve_device(self.device)
+        module = self.module_.to(device).eval()
+        outs = []
+        with torch.inference_mode():
+            for start in range(0, X.shape[0], self.batch_size):
+                rows = _fold_uint8(X[start : start + self.batch_size])
+                with warnings.catch_warnings():
+                    # read-only input (memmaps): nothing writes to the batch
+                    warnings.filterwarnings("ignore", message="The given NumPy array")
+                    batch = torch.from_numpy(rows)
+                out = module(batch.to(device=device, dtype=torch.float32))
+                outs.append(out.reshape(out.shape[0], -1).cpu())
+        return torch.cat(outs).numpy()
+
+    def transform(self, X):
+        """Activations of ``layer`` for each image.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Images, as in ``fit``.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_features_out_)
+            The features; float32 for float32 input, else float64.
+        """
+        check_is_fitted(self)
+        X, _ = self._validate_images(X, reset=False)
+        out = self._run(X)
+        return out if X.dtype == np.float32 else out.astype(np.float64)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        module = state.get("module_")
+        if module is not None and any(
+            p.device.type != "cpu" for p in module.parameters()
+        ):
+            state["module_"] = copy.deepcopy(module).cpu()
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.requires_fit = True
+        tags.non_deterministic = self.random_state is None and self.weights is None
+        return tags
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet):
+    __doc__ = _docs.fill(
+        """A pretrained backbone with a new classification head, fine-tuned.
+
+    Training runs in two phases: ``head_epochs`` epochs with the backbone
+    frozen (eval mode, no gradients: only the new head learns, at
+    ``learning_rate_init``), then the remaining ``max_iter - head_epochs``
+    epochs with every parameter trainable at ``fine_tune_lr``. With
+    ``fine_tune_lr=None`` the backbone stays frozen throughout. The training
+    parameters, early stopping and fitted attributes are those of
+    :class:`MLPClassifier`; ``history_`` and ``loss_curve_`` cover both phases.
+
+    Parameters
+    ----------
+{image}
+    hidden_layer_sizes : array-like of shape (n_hidden,), default=()
+        Hidden layers of the new head; ``()`` is a linear head on the
+        backbone's features.
+
+    activation : {{'identity', 'logistic', 'tanh', 'relu'}}, default='relu'
+        Activation of the head's hidden layers.
+
+    head_epochs : int, default=5
+        Epochs of the first phase (backbone frozen).
+
+    fine_tune_lr : float or None, default=1e-4
+        Learning rate of the second phase, when the whole network trains.
+        None keeps the backbone frozen for all ``max_iter`` epochs.
+
+{training}
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+
+    image_shape_ : tuple of int or None
+        (channels, height, width) of the images seen in ``fit``.
+
+{fitted}
+    See Also
+    --------
+    PretrainedFeatureExtractor : Frozen features for any scikit-learn model.
+
+    Notes
+    -----
+    ``partial_fit`` trains in one phase: the backbone is frozen when
+    ``fine_tune_lr`` is None and trainable otherwise, at
+    ``learning_rate_init``. ``uint8`` input is mapped to ``[0, 1]``; float
+    input is taken to be in ``[0, 1]`` already. Batch normalization layers of
+    a frozen backbone keep their running statistics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknets import FineTunedClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randint(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    >>> y = np.repeat([0, 1], 10)
+    >>> clf = FineTunedClassifier("resnet20_cifar", weights=None, resize=None,
+    ...                           head_epochs=2, max_iter=3, random_state=0)
+    >>> clf.fit(X, y).predict(X[:4]).shape
+    (4,)
+    >>> len(clf.history_)
+    3
+    """,
+        image=_IMAGE_PARAMS_DOC,
+        training=_docs.TRAINING.replace(
+            "max_iter : int, default=200", "max_iter : int, default=20"
+        ),
+        fitted=_docs.FITTED,
+    )
+
+    _parameter_constraints: dict = {
+        **_BaseNet._parameter_constraints,
+        **_IMAGE_CONSTRAINTS,
+        "head_epochs": [Interval(Integral, 0, None, closed="left")],
+        "fine_tune_lr": [None, Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        backbone="squeezenet1_1",
+        *,
+        weights="default",
+        layer=None,
+        input_shape=None,
+        resize="auto",
+        normalize=True,
+        hidden_layer_sizes=(),
+        activation="relu",
+        head_epochs=5,
+        fine_tune_lr=1e-4,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=20,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        l1_ratio=0.0,
+        dropout=0.0,
+        batch_norm=False,
+        device="auto",
+        dtype=None,
+    ):
+        for name, value in locals().items():
+            if name != "self":
+                setattr(self, name, value)
+
+    # ------------------------------------------------------------ input
+
+    def _images(self, X, reset):
+        X, shape = _flatten_images(X, self.input_shape)
+        if reset:
+            self.image_shape_ = shape
+        elif shape is not None and shape != self.image_shape_:
+            raise ValueError(
+                f"X holds images of shape {shape}; this classifier was fitted on "
+                f"{self.image_shape_}."
+            )
+        return X
+
+    def _validate_X(self, X, reset):
+        X = self._images(X, reset)
+        X = validate_data(
+            self, X, dtype=(np.float64, np.float32, np.uint8), reset=reset
+        )
+        return _fold_uint8(X)
+
+    def _validate_Xy(self, X, y, reset, **kwargs):
+        X = self._images(X, reset)
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            multi_output=True,
+            dtype=(np.float64, np.float32, np.uint8),
+            reset=reset,
+            **kwargs,
+        )
+        return _fold_uint8(X), y
+
+    # ------------------------------------------------------------ module
+
+    def _build_module(self, n_features, n_outputs):
+        backbone, prep = make_backbone(self.backbone, self.weights)
+        shape = self.image_shape_
+        _check_image_rows(n_features, shape, prep, self.backbone)
+        features = ImageFeatures(
+            backbone,
+            self.layer,
+            shape,
+            _target_size(self.resize, prep) if shape is not None else None,
+            prep if self.normalize else None,
+        )
+        was_training = features.training
+        features.eval()
+        with torch.no_grad():
+            width = features(torch.zeros(1, n_features)).reshape(1, -1).shape[1]
+        features.train(was_training)
+        head = MLPModule(
+            width,
+            self._hidden_sizes(),
+            n_outputs,
+            activation=self.activation,
+            dropout=self.dropout,
+            batch_norm=self.batch_norm,
+        )
+        features.set_frozen(getattr(self, "_freeze", self.fine_tune_lr is None))
+        return FineTuneModule(features, head)
+
+    # ------------------------------------------------------------ training
+
+    def _fit(self, X, y, sample_weight, incremental, epoch_callback=None):
+        """Two-phase training for ``fit``; one phase for warm starts and partial_fit."""
+        if incremental or (self.warm_start and hasattr(self, "net_")):
+            return self._continue(X, y, sample_weight, incremental, epoch_callback)
+        head = (
+            self.max_iter
+            if self.fine_tune_lr is None
+            else min(self.head_epochs, self.max_iter)
+        )
+        saved = dict(self.__dict__)
+        public = {
+            k: getattr(self, k)
+            for k in ("max_iter", "warm_start", "learning_rate_init")
+        }
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                n_head, n_iter = 0, 0
+                if head > 0:
+                    self._freeze, self.max_iter = True, head
+                    super()._fit(X, y, sample_weight, False, epoch_callback)
+                    n_head = n_iter = self.n_iter_
+                rest = public["max_iter"] - n_head
+                if self.fine_tune_lr is not None and rest > 0:
+                    self._freeze, self.max_iter = False, rest
+                    self.learning_rate_init = self.fine_tune_lr
+                    callback = epoch_callback
+                    if n_head:
+                        self.warm_start = True
+                        self.module_.features.set_frozen(False)
+                        self.net_.lr = self.fine_tune_lr
+                        self.net_.callbacks_[0][1].no_improvement_count = 0
+                        if epoch_callback is not None:
+
+                            def callback(epoch, *args):
+                                return epoch_callback(epoch + n_head, *args)
+
+                    super()._fit(X, y, sample_weight, False, callback)
+                    n_iter += self.n_iter_
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+        finally:
+            for k, v in public.items():
+                setattr(self, k, v)
+            self.__dict__.pop("_freeze", None)
+        if self.solver != "lbfgs":
+            self.n_iter_ = n_iter
+            monitor = self.net_.callbacks_[0][1]
+            if monitor.stop_reason is None and n_iter >= self.max_iter:
+                warnings.warn(
+                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                    "reached and the optimization hasn't converged yet.",
+                    ConvergenceWarning,
+                )
+        return self
+
+    def _continue(self, X, y, sample_weight, incremental, epoch_callback):
+        frozen = self.fine_tune_lr is None
+        if not hasattr(self, "net_"):  # first partial_fit call
+            self._freeze = frozen
+            try:
+                return super()._fit(X, y, sample_weight, incremental, epoch_callback)
+            finally:
+                self.__dict__.pop("_freeze", None)
+        self.module_.features.set_frozen(frozen)
+        lr = self.learning_rate_init if frozen else self.fine_tune_lr
+        saved_lr = self.learning_rate_init
+        self.net_.lr = lr
+        self.learning_rate_init = lr
+        try:
+            return super()._fit(X, y, sample_weight, incremental, epoch_callback)
+        finally:
+            self.learning_rate_init = saved_lr
+
+    def _forward(self, X):
+        """Class scores, a few images at a time (images are large)."""
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        param = next(self.module_.parameters())
+        data = ArrayDataset(X, device=param.device, dtype=param.dtype)
+        rows = self.batch_size if isinstance(self.batch_size, Integral) else 200
+        raw = predict_raw(self.module_, data, rows)
+        out = output_activation(raw, self.out_activation_)
+        return out.to(device="cpu", dtype=torch.float64).numpy()
+
+    def summary(self):
+        """Layer table of the fitted network (backbone and head).
+
+        Returns
+        -------
+        table : pandas.DataFrame
+            One row per layer and a last ``Total`` row.
+        """
+        return super().summary()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
