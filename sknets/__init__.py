@@ -8,13 +8,16 @@ estimator contract: they work in ``Pipeline``, ``GridSearchCV``,
 from sknets._convnet import ConvNetClassifier
 from sknets._mlp import MLPClassifier, MLPRegressor
 from sknets._persistence import load, save
+from sknets._pretrained import FineTunedClassifier, PretrainedFeatureExtractor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvNetClassifier",
+    "FineTunedClassifier",
     "MLPClassifier",
     "MLPRegressor",
+    "PretrainedFeatureExtractor",
     "load",
     "save",
     "__version__",

@@ -7,8 +7,31 @@ reason. The target is an empty failure table.
 
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from torch import nn
 
 import sknets
+
+
+class _TinyBackbone(nn.Sequential):
+    """A tiny backbone for any row width (passed as a class, built in fit).
+
+    Each feature goes through 8 tanh units (a per-feature 1x1 convolution);
+    the default layer is the input of the final Identity: the flattened
+    (8 * n_features) activations.
+    """
+
+    def __init__(self):
+        super().__init__(
+            nn.Unflatten(1, (1, -1)),
+            nn.Conv1d(1, 8, kernel_size=1),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Identity(),
+        )
+
+
+_PRETRAINED = dict(backbone=_TinyBackbone, weights=None, random_state=0,
+                   device="cpu")
 
 # Small networks, a batch larger than any check dataset (one full batch per
 # epoch, so sample order cannot matter) and enough epochs to learn the checks'
@@ -17,6 +40,11 @@ _FAST = dict(hidden_layer_sizes=(16,), batch_size=1000, max_iter=100,
              learning_rate_init=0.01, random_state=0, device="cpu")
 
 CHECK_SETTINGS = {
+    sknets.PretrainedFeatureExtractor: [_PRETRAINED],
+    sknets.FineTunedClassifier: [
+        dict(**_PRETRAINED, head_epochs=50, fine_tune_lr=0.01, batch_size=1000,
+             max_iter=100, learning_rate_init=0.01)
+    ],
     sknets.MLPClassifier: [_FAST],
     sknets.MLPRegressor: [_FAST],
     # Each row of the checks' tabular data is a 1-channel signal; kernels and

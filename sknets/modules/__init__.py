@@ -3,7 +3,22 @@
 Nothing here imports scikit-learn: the modules can be used on their own.
 """
 
+from sknets.modules._backbones import (
+    CifarResNet,
+    SqueezeNet11,
+    resnet20_cifar,
+    resnet56_cifar,
+)
 from sknets.modules._convnet import ConvNetModule, conv_output_size
 from sknets.modules._mlp import MLPModule, glorot_init_
 
-__all__ = ["ConvNetModule", "MLPModule", "conv_output_size", "glorot_init_"]
+__all__ = [
+    "CifarResNet",
+    "ConvNetModule",
+    "MLPModule",
+    "SqueezeNet11",
+    "conv_output_size",
+    "glorot_init_",
+    "resnet20_cifar",
+    "resnet56_cifar",
+]
