@@ -5,6 +5,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._optional_dependencies import check_matplotlib_support
 from sklearn.utils.validation import check_is_fitted
 
+from sknets._base import _BaseNet
+
 _METRICS = ("loss", "score")
 
 
@@ -32,7 +34,7 @@ def _network_estimator(estimator):
             estimator = estimator.regressor_
         else:
             break
-    if not hasattr(type(estimator), "summary") or not hasattr(type(estimator), "fit"):
+    if not isinstance(estimator, _BaseNet):
         raise TypeError(
             "TrainingHistoryDisplay needs a sknets network estimator, a Pipeline "
             "ending in one, or a fitted search over one; got "
