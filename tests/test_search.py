@@ -195,6 +195,17 @@ def test_failing_shared_run_falls_back_to_separate_fits(digits):
         ).fit(X, y)
 
 
+def test_invalid_epoch_count_is_reported_like_sklearn(digits, epoch_counter):
+    X, y = digits
+    grid = {"max_iter": [0, 2, 3]}
+    ours = GridSearchCV(_mlp(), grid, cv=3, refit=False).fit(X, y)
+    assert epoch_counter["epochs"] == 3 * 3
+    theirs = skms.GridSearchCV(_mlp(), grid, cv=3, refit=False).fit(X, y)
+    assert np.isnan(ours.cv_results_["mean_test_score"][0])
+    for key in SCORE_KEYS:
+        assert_allclose(ours.cv_results_[key], theirs.cv_results_[key], atol=1e-10)
+
+
 def _threads_scorer(estimator, X, y):
     return float(torch.get_num_threads())
 

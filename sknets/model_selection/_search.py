@@ -95,9 +95,17 @@ def _group_candidates(base_estimator, candidate_params):
     """
     groups = []  # [epoch_param, common params, [indices]]
     for i, params in enumerate(candidate_params):
-        est = clone(base_estimator).set_params(**clone(params, safe=False))
-        name = _epoch_param_of(est)
-        if name is None or name not in params:
+        try:
+            est = clone(base_estimator).set_params(**clone(params, safe=False))
+            name = _epoch_param_of(est)
+        except Exception:  # reported by scikit-learn's _fit_and_score
+            name = None
+        value = params.get(name)
+        if not (
+            isinstance(value, numbers.Integral)
+            and not isinstance(value, bool)
+            and value >= 1
+        ):  # no epoch count here, or an invalid one: scikit-learn reports it
             groups.append([None, None, [i]])
             continue
         common = {k: v for k, v in params.items() if k != name}
