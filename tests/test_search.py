@@ -274,4 +274,10 @@ def test_dask_backend_local_cluster(digits):
     ):
         with joblib.parallel_backend("dask"):
             remote = GridSearchCV(_mlp(), grid, cv=3).fit(X, y)
+            threads = GridSearchCV(
+                _mlp(), {"max_iter": [1, 2]}, cv=2, scoring=_threads_scorer
+            ).fit(X, y)
     _assert_same_results(remote, local)
+    # one torch thread per single-threaded Dask worker process
+    assert threads.cv_results_["mean_test_score"].max() == 1
+    assert remote.best_estimator_.max_iter == remote.best_params_["max_iter"]
