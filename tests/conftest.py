@@ -4,12 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-
-# One intra-op thread per pytest-xdist worker: workers already use every core,
-# and more threads than cores makes small torch ops much slower.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
 
 SHARED_DATA = Path(
     os.environ.get(
