@@ -6,6 +6,7 @@ Build (from the repository root), warnings as errors:
 """
 
 import os
+import re
 import sys
 import warnings
 
@@ -69,3 +70,21 @@ warnings.filterwarnings(
     category=UserWarning,
     message="Matplotlib is currently using agg",
 )
+
+# Shared docstring fragments write array shapes such as ``(n_features_in_,)``
+# and ``(filters[0], C, *kernel_size)`` bare in the type of an attribute;
+# reStructuredText reads ``name_`` as a link target and ``*`` as emphasis.
+# Escape both in the "name : type" lines before numpydoc renders them.
+_TYPE_LINE = re.compile(r"^(\s*\w+ : )(.*)$")
+
+
+def _escape_types(app, what, name, obj, options, lines):
+    for i, line in enumerate(lines):
+        match = _TYPE_LINE.match(line)
+        if match and "``" not in match.group(2):
+            spec = re.sub(r"(\w)_(?=\W|$)", r"\1\\_", match.group(2))
+            lines[i] = match.group(1) + spec.replace("*", r"\*")
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _escape_types, priority=100)

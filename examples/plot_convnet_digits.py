@@ -1,7 +1,7 @@
 """
-=============================================
+=================================================
 A convolutional network on digits and its filters
-=============================================
+=================================================
 
 :class:`sknets.ConvNetClassifier` takes the same flat rows as every
 scikit-learn estimator and reshapes them to images itself

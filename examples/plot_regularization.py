@@ -1,7 +1,7 @@
 """
-==========================================================
+=============================================================
 Regularization compared: where each network starts to overfit
-==========================================================
+=============================================================
 
 A large network trained long enough on little data memorizes it: the
 training loss keeps falling while the validation loss turns and rises. To make

@@ -1,7 +1,7 @@
 """
-===================================================
+=====================================================
 Transfer learning with a pretrained feature extractor
-===================================================
+=====================================================
 
 :class:`sknets.PretrainedFeatureExtractor` is a scikit-learn transformer:
 images in, the activations of a pretrained network out. Followed by a
