@@ -563,7 +563,7 @@ class _BackbonePickleMixin:
     """Pickle a module-valued ``backbone`` parameter in a hash-stable form."""
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # never the live __dict__
         if isinstance(state.get("backbone"), nn.Module):
             state["backbone"] = _ModuleBytes(state["backbone"])
         return state
@@ -770,7 +770,7 @@ class PretrainedFeatureExtractor(
         return out if X.dtype == np.float32 else out.astype(np.float64)
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # never the live __dict__
         module = state.get("module_")
         if module is not None and any(
             p.device.type != "cpu" for p in module.parameters()
