@@ -620,7 +620,7 @@ class _BaseNet(BaseEstimator):
         X = self._validate_X(X, reset=False)
         param = next(self.module_.parameters())
         _check_representable(X, param.dtype)
-        data = ArrayDataset(X, device=param.device, dtype=param.dtype)
+        data = ArrayDataset(X, device=param.device, dtype=param.dtype, lazy=True)
         rows = max(256, min(8192, 2**24 // max(X.shape[1], 1)))
         raw = predict_raw(self.module_, data, rows)
         out = output_activation(raw, self.out_activation_)

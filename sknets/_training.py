@@ -45,19 +45,25 @@ class ArrayDataset(torch.utils.data.Dataset):
 
     Dense ``X`` becomes one tensor without a copy when its dtype already
     matches (``torch.from_numpy`` shares memory, read-only arrays and
-    ``numpy.memmap`` included) and is moved to ``device`` once. On a GPU, data
+    ``numpy.memmap`` included) and is moved to ``device`` once; with
+    ``lazy=True`` it is never converted whole, only batch by batch. On a GPU, data
     larger than half the free device memory stays on the host and is streamed
     in pinned batches. Sparse ``X`` stays a CSR matrix on the host and is
     densified one batch at a time.
     """
 
-    def __init__(self, X, y=None, sample_weight=None, *, device, dtype):
+    def __init__(self, X, y=None, sample_weight=None, *, device, dtype, lazy=False):
         self.device = torch.device(device)
         self.dtype = dtype
         self.sparse = sp.issparse(X)
-        self.host = self.sparse or not fits_on_device(X, dtype, self.device)
+        # lazy: leave X where and as it is, cast batch by batch (bounded memory,
+        # used for prediction); else convert once, up front (training).
+        self.host = self.sparse or lazy or not fits_on_device(X, dtype, self.device)
         store = torch.device("cpu") if self.host else self.device
-        self.X = X.tocsr() if self.sparse else as_tensor(X, dtype, store)
+        if self.sparse:
+            self.X = X.tocsr()
+        else:
+            self.X = as_tensor(X, None if lazy else dtype, store)
         self.y = None if y is None else as_tensor(y, None, store)
         self.w = (
             None if sample_weight is None else as_tensor(sample_weight, dtype, store)
