@@ -86,5 +86,20 @@ def _escape_types(app, what, name, obj, options, lines):
             lines[i] = match.group(1) + spec.replace("*", r"\*")
 
 
+# Docstrings inherited from scikit-learn (score, set_output, the metadata
+# routing setters, the searches' methods) point into scikit-learn's own site
+# with :ref: and :term:. Without intersphinx those targets do not exist here:
+# show their text as a literal instead.
+_SKLEARN_ROLE = re.compile(r":(?:ref|term):`([^`<]*?)\s*(?:<([^>]*)>)?`")
+
+
+def _literal_sklearn_roles(app, what, name, obj, options, lines):
+    for i, line in enumerate(lines):
+        lines[i] = _SKLEARN_ROLE.sub(
+            lambda m: f"``{(m.group(1) or m.group(2)).strip()}``", line
+        )
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _escape_types, priority=100)
+    app.connect("autodoc-process-docstring", _literal_sklearn_roles, priority=100)
