@@ -48,7 +48,8 @@ TRAINING = """\
 
     verbose : bool or int, default=False
         Print one line per epoch (epoch, losses, validation score, time) to
-        standard error.
+        standard error; ``verbose=2`` adds a progress bar over the batches of
+        each epoch (shown only when standard error is a terminal).
 
     warm_start : bool, default=False
         Reuse the previous solution as initialization for the next ``fit``.

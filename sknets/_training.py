@@ -301,7 +301,8 @@ class EpochMonitor(Callback):
     learning_rate_init, power_t : float
         Schedule parameters.
     verbose : int
-        Print one line per epoch to stderr when positive.
+        Print one line per epoch to stderr when positive; with 2 or more, also
+        a progress bar over the batches of each epoch (tqdm).
     stochastic : bool
         False for LBFGS (one skorch epoch runs the whole optimisation).
     """
@@ -354,16 +355,39 @@ class EpochMonitor(Callback):
 
     def release(self):
         """Drop per-fit references (data, closures) so the fitted net pickles small."""
+        self._close_bar()
         self.valid_data = None
         self.score_fn = None
         self.epoch_callback = None
         if self.best_state is not None:  # keep it loadable on a machine without GPU
             self.best_state = {k: v.cpu() for k, v in self.best_state.items()}
 
-    def on_epoch_begin(self, net, **kwargs):
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
         self._start = time.perf_counter()
+        self._bar = None
+        if self.verbose >= 2 and dataset_train is not None:
+            from tqdm.auto import tqdm  # comes with skorch
+
+            self._bar = tqdm(
+                total=math.ceil(len(dataset_train) / net.batch_size_),
+                desc=f"epoch {len(net.history)}",
+                unit="batch",
+                leave=False,
+                file=sys.stderr,
+                disable=None,  # silent when stderr is not a terminal (n_jobs workers)
+            )
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and getattr(self, "_bar", None) is not None:
+            self._bar.update()
+
+    def _close_bar(self):
+        if getattr(self, "_bar", None) is not None:
+            self._bar.close()
+            self._bar = None
 
     def on_epoch_end(self, net, **kwargs):
+        self._close_bar()
         h = net.history
         loss = h[-1, "train_loss"]
         self.t += h[-1, "train_n_samples"]

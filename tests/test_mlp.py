@@ -621,3 +621,29 @@ def test_batches_are_sliced_not_collated_per_sample(digits, monkeypatch):
     monkeypatch.setattr(ArrayDataset, "__getitem__", per_sample)
     clf = MLPClassifier(max_iter=2, batch_size=32, **FAST).fit(X, y)
     assert clf.predict(X).shape == (len(X),)
+
+
+def test_verbose_2_shows_a_batch_progress_bar(digits, monkeypatch):
+    import tqdm.auto
+
+    updates = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            self.total = total
+
+        def update(self, n=1):
+            updates.append(self.total)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    X, y = digits
+    err = io.StringIO()
+    with redirect_stderr(err):
+        MLPClassifier(max_iter=2, batch_size=100, verbose=2, **FAST).fit(X, y)
+    assert updates == [6] * 12  # 600 rows / 100 = 6 batches, 2 epochs
+    assert (
+        len([ln for ln in err.getvalue().splitlines() if ln.startswith("epoch")]) == 2
+    )
