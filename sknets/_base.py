@@ -337,6 +337,7 @@ class _BaseNet(BaseEstimator):
                     monitor.learning_rate = self.learning_rate_init
             net.out_activation = out_act
             net.alpha, net.l1_ratio = self.alpha, self.l1_ratio
+            net.valid_batch_size_ = self._predict_batch_rows(X.shape[1])
             net.batch_size_, net.shuffle_, net.seed_ = (
                 batch_size,
                 self.shuffle,
@@ -614,6 +615,14 @@ class _BaseNet(BaseEstimator):
 
     # -------------------------------------------------------------- predict
 
+    def _predict_batch_rows(self, n_features):
+        """Rows per forward pass when predicting or validating.
+
+        Large batches (few Python round trips) of at most 64 MB of float32
+        input; image networks override this with a smaller number.
+        """
+        return max(256, min(8192, 2**24 // max(n_features, 1)))
+
     def _forward(self, X):
         """Activated outputs as a float64 array of shape (n_samples, n_outputs)."""
         check_is_fitted(self)
@@ -621,8 +630,7 @@ class _BaseNet(BaseEstimator):
         param = next(self.module_.parameters())
         _check_representable(X, param.dtype)
         data = ArrayDataset(X, device=param.device, dtype=param.dtype, lazy=True)
-        rows = max(256, min(8192, 2**24 // max(X.shape[1], 1)))
-        raw = predict_raw(self.module_, data, rows)
+        raw = predict_raw(self.module_, data, self._predict_batch_rows(X.shape[1]))
         out = output_activation(raw, self.out_activation_)
         return out.to(device="cpu", dtype=torch.float64).numpy()
 

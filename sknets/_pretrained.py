@@ -33,7 +33,6 @@ from torch import nn
 
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet, resolve_device
-from sknets._training import ArrayDataset, output_activation, predict_raw
 from sknets.modules._backbones import BACKBONES
 from sknets.modules._mlp import MLPModule
 
@@ -1052,16 +1051,9 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         finally:
             self.learning_rate_init = saved_lr
 
-    def _forward(self, X):
-        """Class scores, a few images at a time (images are large)."""
-        check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
-        param = next(self.module_.parameters())
-        data = ArrayDataset(X, device=param.device, dtype=param.dtype)
-        rows = self.batch_size if isinstance(self.batch_size, Integral) else 200
-        raw = predict_raw(self.module_, data, rows)
-        out = output_activation(raw, self.out_activation_)
-        return out.to(device="cpu", dtype=torch.float64).numpy()
+    def _predict_batch_rows(self, n_features):
+        """A few images per forward pass (images are large)."""
+        return self.batch_size if isinstance(self.batch_size, Integral) else 200
 
     def summary(self):
         """Layer table of the fitted network (backbone and head).

@@ -223,9 +223,9 @@ class _LastStepAccumulator:
 class SkorchNet(NeuralNet):
     """skorch ``NeuralNet`` configured by a sknets estimator.
 
-    Extra (non-skorch) settings are plain attributes set right after
-    construction: ``out_activation``, ``alpha``, ``l1_ratio``, ``batch_size_``,
-    ``shuffle_``, ``seed_``.
+    Extra (non-skorch) settings are plain attributes set by the estimator
+    before each fit: ``out_activation``, ``alpha``, ``l1_ratio``,
+    ``batch_size_``, ``valid_batch_size_``, ``shuffle_``, ``seed_``.
     """
 
     def get_default_callbacks(self):
@@ -455,7 +455,7 @@ class EpochMonitor(Callback):
 
     def _validate(self, net):
         data = self.valid_data
-        raw = predict_raw(net.module_, data, net.batch_size_ * 8)
+        raw = predict_raw(net.module_, data, net.valid_batch_size_)
         losses = sample_losses(raw, data.y, net.out_activation)
         valid_loss = float(weighted_mean(losses, data.w))
         return valid_loss, float(self.score_fn(raw))
