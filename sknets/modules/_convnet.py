@@ -52,14 +52,22 @@ class _ResidualUnit(nn.Module):
     def __init__(self, n_dims, channels, kernel, activation, batch_norm):
         super().__init__()
         kind = _LAYERS[n_dims]
+        # 'same' at stride 1: pad k - 1 in all, the odd one after (even kernels)
+        pads = [((k - 1) // 2, k // 2) for k in kernel]
+        even = any(a != b for a, b in pads)
+        conv_pad = 0 if even else tuple(a for a, _ in pads)
+        flat = tuple(v for pair in reversed(pads) for v in pair)
         layers = OrderedDict()
-        layers["conv_a"] = kind["conv"](channels, channels, kernel, padding="same")
-        if batch_norm:
-            layers["bn_a"] = kind["bn"](channels)
-        layers["act_a"] = ACTIVATIONS[activation]()
-        layers["conv_b"] = kind["conv"](channels, channels, kernel, padding="same")
-        if batch_norm:
-            layers["bn_b"] = kind["bn"](channels)
+        for part in ("a", "b"):
+            if even:
+                layers[f"pad_{part}"] = kind["pad"](flat, 0.0)
+            layers[f"conv_{part}"] = kind["conv"](
+                channels, channels, kernel, padding=conv_pad
+            )
+            if batch_norm:
+                layers[f"bn_{part}"] = kind["bn"](channels)
+            if part == "a":
+                layers["act_a"] = ACTIVATIONS[activation]()
         self.body = nn.Sequential(layers)
         self.act = ACTIVATIONS[activation]()
 
@@ -207,3 +215,9 @@ class ConvNetModule(nn.Sequential):
         self.input_shape = input_shape
         self.output_sides = tuple(sides)
         glorot_init_(self, activation)
+
+    def __getitem__(self, idx):
+        # a slice (e.g. ``module[:-1]`` as a feature extractor) is a plain Sequential
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
