@@ -410,13 +410,16 @@ def test_module_reshapes_flat_rows_itself():
 
 @pytest.mark.slow
 def test_digits_cross_validated_accuracy_beats_mlp():
+    # measured: 0.9805 (folds 0.9806 0.9722 0.9944 0.9889 0.9666) against the
+    # MLP's 0.9410, about 9 minutes on a busy 2-core machine
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     cv = StratifiedKFold(5)
-    torch.set_num_threads(1)
     cnn = ConvNetClassifier(
         filters=(32, 64),
         padding="same",
+        hidden_layer_sizes=(128,),
+        dropout=(0.25, 0.25, 0.5),
         input_shape=(8, 8),
         random_state=0,
         device="cpu",
