@@ -301,6 +301,11 @@ class _BaseNet(BaseEstimator):
         out_act = self._output_activation(Y)
         target = self._loss_target(Y, out_act)
         rng = check_random_state(self.random_state)
+        if not first_pass and isinstance(self.random_state, Integral):
+            # Continuing (partial_fit, warm_start): fresh batches and dropout
+            # masks for each call, still reproducible for the same calls.
+            # (scikit-learn's MLP reseeds identically, repeating one order.)
+            rng = np.random.RandomState([self.random_state, len(self.net_.history)])
         init_seed, shuffle_seed = rng.randint(np.iinfo(np.int32).max, size=2)
 
         if self.early_stopping:

@@ -647,3 +647,21 @@ def test_verbose_2_shows_a_batch_progress_bar(digits, monkeypatch):
     assert (
         len([ln for ln in err.getvalue().splitlines() if ln.startswith("epoch")]) == 2
     )
+
+
+def test_partial_fit_calls_draw_new_batches_reproducibly(digits):
+    X, y = digits
+
+    def run():
+        clf = MLPClassifier(dropout=0.3, batch_size=50, **FAST)
+        seeds = []
+        for _ in range(3):
+            clf.partial_fit(X, y, classes=np.unique(y))
+            seeds.append(clf.net_.seed_)
+        return clf, seeds
+
+    a, seeds_a = run()
+    b, seeds_b = run()
+    assert len(set(seeds_a)) == 3  # a new shuffle order and dropout masks each call
+    assert seeds_a == seeds_b
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
