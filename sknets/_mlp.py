@@ -2,6 +2,7 @@
 
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import StrOptions
+from torch import nn
 
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet, _RegressorNet
@@ -10,6 +11,8 @@ from sknets.modules import MLPModule
 
 class _MLPMixin:
     """What the two MLP estimators share: the module and ``coefs_``/``intercepts_``."""
+
+    _sparse_batches = True  # the first Linear multiplies CSR batches directly
 
     def _build_module(self, n_features, n_outputs):
         return MLPModule(
@@ -22,7 +25,7 @@ class _MLPMixin:
         )
 
     def _set_model_attributes(self):
-        layers = [m for m in self.module_.modules() if m.__class__.__name__ == "Linear"]
+        layers = [m for m in self.module_.modules() if isinstance(m, nn.Linear)]
         self.coefs_ = [m.weight.detach().cpu().numpy().T.copy() for m in layers]
         self.intercepts_ = [m.bias.detach().cpu().numpy().copy() for m in layers]
 

@@ -52,10 +52,23 @@ class ArrayDataset(torch.utils.data.Dataset):
     densified one batch at a time.
     """
 
-    def __init__(self, X, y=None, sample_weight=None, *, device, dtype, lazy=False):
+    def __init__(
+        self,
+        X,
+        y=None,
+        sample_weight=None,
+        *,
+        device,
+        dtype,
+        lazy=False,
+        sparse_batches=False,
+    ):
         self.device = torch.device(device)
         self.dtype = dtype
         self.sparse = sp.issparse(X)
+        # sparse_batches: hand the module torch CSR batches (its first layer
+        # is a Linear, which multiplies them without densifying)
+        self.sparse_batches = self.sparse and sparse_batches
         # lazy: leave X where and as it is, cast batch by batch (bounded memory,
         # used for prediction); else convert once, up front (training).
         self.host = self.sparse or lazy or not fits_on_device(X, dtype, self.device)
@@ -79,7 +92,10 @@ class ArrayDataset(torch.utils.data.Dataset):
         """Return ``(X_batch, (y_batch, w_batch))`` for a slice or index tensor."""
         if self.sparse:
             rows = index if isinstance(index, slice) else index.numpy()
-            Xb = torch.from_numpy(np.asarray(self.X[rows].toarray(), order="C"))
+            if self.sparse_batches:
+                Xb = csr_tensor(self.X[rows], self.dtype)
+            else:
+                Xb = torch.from_numpy(np.asarray(self.X[rows].toarray(), order="C"))
         else:
             Xb = self.X[index]
         yb = None if self.y is None else self.y[index]
@@ -87,6 +103,20 @@ class ArrayDataset(torch.utils.data.Dataset):
         if self.host:
             Xb, yb, wb = (to_device(t, self.device, self.dtype) for t in (Xb, yb, wb))
         return Xb, (yb, wb)
+
+
+def csr_tensor(X, dtype):
+    """A torch CSR tensor sharing the index arrays of a scipy CSR matrix."""
+    index = np.int64 if X.indices.dtype != X.indptr.dtype else X.indices.dtype
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(X.indptr.astype(index, copy=False)),
+            torch.from_numpy(X.indices.astype(index, copy=False)),
+            torch.from_numpy(X.data).to(dtype),
+            size=X.shape,
+            check_invariants=False,
+        )
 
 
 def fits_on_device(X, dtype, device):
@@ -104,7 +134,7 @@ def to_device(t, device, dtype=None):
         return None
     if t.is_floating_point() and dtype is not None:
         t = t.to(dtype)
-    if device.type == "cuda":
+    if device.type == "cuda" and t.layout == torch.strided:
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
@@ -271,7 +301,7 @@ class SkorchNet(NeuralNet):
         for batch in iterator:
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
-            n = len(batch[0])
+            n = len(batch[1][0])  # targets: X may be a sparse tensor
             part = step["loss"].detach() * n
             total = part if total is None else total + part
             count += n
