@@ -292,6 +292,12 @@ def test_summary_text_is_aligned_with_totals(digits):
     )
     layer_lines = lines[2:-2]
     assert len(layer_lines) == len(clf.summary()) - 1
-    assert layer_lines[0].split() == ["layers.0", "Linear", "(64,)", "4,160", "64"]
+    assert layer_lines[0].split() == [
+        "layers.0",
+        "SparseInputLinear",
+        "(64,)",
+        "4,160",
+        "64",
+    ]
     # right-aligned numbers: every layer line ends in the same column
     assert len({len(line) for line in layer_lines}) == 1
