@@ -296,14 +296,13 @@ class _BaseNet(BaseEstimator):
         )
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        X, target, n_outputs = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         device = resolve_device(self.device)
         dtype = self._compute_dtype(X) if first_pass else self._dtype
         _check_representable(X, dtype)
-        out_act = self._output_activation(Y)
-        target = self._loss_target(Y, out_act)
+        out_act = self._output_activation()
         rng = check_random_state(self.random_state)
         if not first_pass and isinstance(self.random_state, Integral):
             # Continuing (partial_fit, warm_start): fresh batches and dropout
@@ -314,7 +313,7 @@ class _BaseNet(BaseEstimator):
 
         if self.early_stopping:
             X, X_val, target, t_val, sample_weight, w_val = self._split_validation(
-                X, target, Y, sample_weight, rng
+                X, target, n_outputs, sample_weight, rng
             )
             valid = ArrayDataset(
                 X_val,
@@ -351,7 +350,7 @@ class _BaseNet(BaseEstimator):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(int(init_seed))
             if first_pass:
-                net, monitor = self._new_net(X.shape[1], Y.shape[1], device, dtype)
+                net, monitor = self._new_net(X.shape[1], n_outputs, device, dtype)
             else:
                 net, monitor = self.net_, self.net_.callbacks_[0][1]
                 _move_net(net, device)
@@ -402,7 +401,7 @@ class _BaseNet(BaseEstimator):
         self.net_ = net
         self._dtype, self._device = dtype, device
         self.out_activation_ = out_act
-        self.n_outputs_ = Y.shape[1]
+        self.n_outputs_ = n_outputs
         self._set_fit_attributes(net, monitor, incremental, epochs)
         self._set_model_attributes()
         if not all(torch.isfinite(p).all() for p in net.module_.parameters()):
@@ -474,9 +473,9 @@ class _BaseNet(BaseEstimator):
         net.initialize()
         return net, monitor
 
-    def _split_validation(self, X, target, Y, sample_weight, rng):
+    def _split_validation(self, X, target, n_outputs, sample_weight, rng):
         # stratify binary problems only, as scikit-learn's MLP does
-        stratify = target if (Y.shape[1] == 1 and self._is_classifier()) else None
+        stratify = target if (n_outputs == 1 and self._is_classifier()) else None
         arrays = [X, target] + ([] if sample_weight is None else [sample_weight])
         parts = train_test_split(
             *arrays,
@@ -709,12 +708,19 @@ class _ClassifierNet(_BaseNet):
                     "`y` has classes not in `self.classes_`. "
                     f"`self.classes_` has {self.classes_}. 'y' has {classes}."
                 )
+        if y.ndim == 1:
+            # class codes directly: LabelBinarizer.transform needs ~50 bytes
+            # per sample, an (n, 1) indicator or class index needs 1 or 8
+            codes = np.searchsorted(self.classes_, y)
+            if self._label_binarizer.y_type_ == "multiclass":
+                return X, codes.astype(np.int64), len(self.classes_)
+            return X, codes.astype(np.uint8).reshape(-1, 1), 1
         Y = self._label_binarizer.transform(y)
         if sp.issparse(Y):
             Y = Y.toarray()
-        return X, Y
+        return X, Y.astype(np.uint8), Y.shape[1]
 
-    def _output_activation(self, Y):
+    def _output_activation(self):
         return (
             "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
         )
@@ -730,11 +736,6 @@ class _ClassifierNet(_BaseNet):
             False,
         )
         self._label_binarizer = lb
-
-    def _loss_target(self, Y, out_act):
-        if out_act == "softmax":
-            return Y.argmax(axis=1).astype(np.int64)
-        return Y.astype(np.uint8)
 
     def _score_raw(self, raw, data, out_act):
         """Accuracy (subset accuracy for multilabel) of raw outputs on ``data``."""
@@ -846,13 +847,11 @@ class _RegressorNet(_BaseNet):
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and np.any(y < 0):
             raise ValueError("loss='poisson' requires non-negative y.")
-        return X, y.reshape(y.shape[0], -1)
+        Y = y.reshape(y.shape[0], -1)
+        return X, Y, Y.shape[1]
 
-    def _output_activation(self, Y):
+    def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"
-
-    def _loss_target(self, Y, out_act):
-        return Y
 
     def _score_raw(self, raw, data, out_act):
         """R^2 of raw outputs on ``data``."""
