@@ -281,11 +281,12 @@ class SkorchNet(NeuralNet):
 
     def penalty(self, n):
         """sklearn's ``alpha/2 * ||W||^2 / n``, mixed with L1 by ``l1_ratio``."""
-        l2 = sum((p * p).sum() for p in penalized_parameters(self.module_))
-        value = 0.5 * (1.0 - self.l1_ratio) * l2
+        params = penalized_parameters(self.module_)  # walked once per batch
+        value = 0.0
+        if self.l1_ratio < 1:
+            value = 0.5 * (1.0 - self.l1_ratio) * sum((p * p).sum() for p in params)
         if self.l1_ratio > 0:
-            l1 = sum(p.abs().sum() for p in penalized_parameters(self.module_))
-            value = value + self.l1_ratio * l1
+            value = value + self.l1_ratio * sum(p.abs().sum() for p in params)
         return self.alpha * value / n
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
