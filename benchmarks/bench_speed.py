@@ -16,7 +16,6 @@ Run ``python benchmarks/bench_speed.py --help`` for options; see
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -260,8 +259,10 @@ def speed(args):
                     file=sys.stderr,
                     flush=True,
                 )
-        base_fit = statistics.median(fit_t["plain"])
-        base_pred = statistics.median(pred_t["plain"])
+        # ratios are to the plain loop; without it, to the first contender
+        base = "plain" if "plain" in names else names[0]
+        base_fit = statistics.median(fit_t[base])
+        base_pred = statistics.median(pred_t[base])
         for c in names:
             f, p = statistics.median(fit_t[c]), statistics.median(pred_t[c])
             rows.append(

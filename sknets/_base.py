@@ -145,8 +145,8 @@ class _BaseNet(BaseEstimator):
     """Base class of every sknets network estimator.
 
     Subclasses store their parameters in ``__init__`` and implement
-    ``_build_module(n_features, n_outputs)``; classification and regression
-    specifics live in :class:`_ClassifierNet` and :class:`_RegressorNet`.
+    ``_build_module(n_features, n_outputs, sparse_input)``; classification and
+    regression specifics live in :class:`_ClassifierNet` and :class:`_RegressorNet`.
     The training engine is a skorch ``NeuralNet`` kept as the fitted
     attribute ``net_``.
     """
@@ -197,7 +197,8 @@ class _BaseNet(BaseEstimator):
     # does); otherwise sparse rows are densified one batch at a time.
     _sparse_batches = False
 
-    def _build_module(self, n_features, n_outputs):  # pragma: no cover
+    def _build_module(self, n_features, n_outputs, sparse_input):  # pragma: no cover
+        """The untrained ``torch.nn.Module``; ``sparse_input``: X is sparse."""
         raise NotImplementedError
 
     def _set_model_attributes(self):
@@ -350,7 +351,9 @@ class _BaseNet(BaseEstimator):
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(int(init_seed))
             if first_pass:
-                net, monitor = self._new_net(X.shape[1], n_outputs, device, dtype)
+                net, monitor = self._new_net(
+                    X.shape[1], n_outputs, device, dtype, sparse_input=sp.issparse(X)
+                )
             else:
                 net, monitor = self.net_, self.net_.callbacks_[0][1]
                 _move_net(net, device)
@@ -411,8 +414,9 @@ class _BaseNet(BaseEstimator):
             )
         return self
 
-    def _new_net(self, n_features, n_outputs, device, dtype):
-        module = self._build_module(n_features, n_outputs).to(dtype=dtype)
+    def _new_net(self, n_features, n_outputs, device, dtype, sparse_input=False):
+        module = self._build_module(n_features, n_outputs, sparse_input)
+        module = module.to(dtype=dtype)
         monitor = EpochMonitor(
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,

@@ -336,7 +336,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
 
     # ---------------------------------------------------------------- module
 
-    def _build_module(self, n_features, n_outputs):
+    def _build_module(self, n_features, n_outputs, sparse_input=False):
         return ConvNetModule(
             self.input_shape_,
             n_outputs,

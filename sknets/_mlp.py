@@ -14,7 +14,7 @@ class _MLPMixin:
 
     _sparse_batches = True  # the first Linear multiplies CSR batches directly
 
-    def _build_module(self, n_features, n_outputs):
+    def _build_module(self, n_features, n_outputs, sparse_input=False):
         return MLPModule(
             n_features,
             self._hidden_sizes(),
@@ -22,6 +22,7 @@ class _MLPMixin:
             activation=self.activation,
             dropout=self.dropout,
             batch_norm=self.batch_norm,
+            sparse_input=sparse_input,
         )
 
     def _set_model_attributes(self):

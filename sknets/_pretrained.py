@@ -946,7 +946,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
 
     # ------------------------------------------------------------ module
 
-    def _build_module(self, n_features, n_outputs):
+    def _build_module(self, n_features, n_outputs, sparse_input=False):
         backbone, prep = make_backbone(self.backbone, self.weights)
         shape = self.image_shape_
         _check_image_rows(n_features, shape, prep, self.backbone)

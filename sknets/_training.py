@@ -28,6 +28,8 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback
 from torch import nn
 
+from sknets._sparse import take_rows
+
 
 class StopTraining(KeyboardInterrupt):
     """Raised by :class:`EpochMonitor` to end ``fit_loop``.
@@ -93,7 +95,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         if self.sparse:
             rows = index if isinstance(index, slice) else index.numpy()
             if self.sparse_batches:
-                Xb = csr_tensor(self.X[rows], self.dtype)
+                Xb = csr_tensor(take_rows(self.X, rows), self.X.shape[1], self.dtype)
             else:
                 Xb = torch.from_numpy(np.asarray(self.X[rows].toarray(), order="C"))
         else:
@@ -105,16 +107,17 @@ class ArrayDataset(torch.utils.data.Dataset):
         return Xb, (yb, wb)
 
 
-def csr_tensor(X, dtype):
-    """A torch CSR tensor sharing the index arrays of a scipy CSR matrix."""
-    index = np.int64 if X.indices.dtype != X.indptr.dtype else X.indices.dtype
+def csr_tensor(arrays, n_cols, dtype):
+    """A torch CSR tensor sharing the ``(indptr, indices, data)`` arrays."""
+    indptr, indices, data = arrays
+    index = np.int64 if indices.dtype != indptr.dtype else indices.dtype
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(X.indptr.astype(index, copy=False)),
-            torch.from_numpy(X.indices.astype(index, copy=False)),
-            torch.from_numpy(X.data).to(dtype),
-            size=X.shape,
+            torch.from_numpy(indptr.astype(index, copy=False)),
+            torch.from_numpy(indices.astype(index, copy=False)),
+            torch.from_numpy(data).to(dtype),
+            size=(len(indptr) - 1, n_cols),
             check_invariants=False,
         )
 

@@ -5,7 +5,6 @@ table of expected failures (``EXPECTED_FAILED_CHECKS``), each with a sentence of
 reason. The target is an empty failure table.
 """
 
-import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
@@ -30,28 +29,47 @@ class _TinyBackbone(nn.Sequential):
         )
 
 
-_PRETRAINED = dict(backbone=_TinyBackbone, weights=None, random_state=0,
-                   device="cpu")
+_PRETRAINED = dict(backbone=_TinyBackbone, weights=None, random_state=0, device="cpu")
 
 # Small networks, a batch larger than any check dataset (one full batch per
 # epoch, so sample order cannot matter) and enough epochs to learn the checks'
 # easy problems.
-_FAST = dict(hidden_layer_sizes=(16,), batch_size=1000, max_iter=100,
-             learning_rate_init=0.01, random_state=0, device="cpu")
+_FAST = dict(
+    hidden_layer_sizes=(16,),
+    batch_size=1000,
+    max_iter=100,
+    learning_rate_init=0.01,
+    random_state=0,
+    device="cpu",
+)
 
 CHECK_SETTINGS = {
     sknets.PretrainedFeatureExtractor: [_PRETRAINED],
     sknets.FineTunedClassifier: [
-        dict(**_PRETRAINED, head_epochs=50, fine_tune_lr=0.01, batch_size=1000,
-             max_iter=100, learning_rate_init=0.01)
+        dict(
+            **_PRETRAINED,
+            head_epochs=50,
+            fine_tune_lr=0.01,
+            batch_size=1000,
+            max_iter=100,
+            learning_rate_init=0.01,
+        )
     ],
     sknets.MLPClassifier: [_FAST],
     sknets.MLPRegressor: [_FAST],
     # Each row of the checks' tabular data is a 1-channel signal; kernels and
     # pooling windows shrink to the (sometimes single-feature) rows.
     sknets.ConvNetClassifier: [
-        dict(filters=(4,), kernel_size=2, hidden_layer_sizes=(16,), batch_size=1000,
-             max_iter=100, learning_rate_init=0.01, random_state=0, device="cpu")
+        dict(
+            filters=(4,),
+            kernel_size=2,
+            hidden_layer_sizes=(16,),
+            batch_size=1000,
+            max_iter=100,
+            learning_rate_init=0.01,
+            random_state=0,
+            device="cpu",
+        )
     ],
 }
 

@@ -6,6 +6,7 @@ import warnings
 
 import joblib
 import numpy as np
+import scipy.sparse as sp
 import pandas as pd
 import pytest
 import torch
@@ -289,7 +290,8 @@ def test_set_params_device_after_fit_keeps_predictions(data):
 
 
 @pytest.mark.parametrize(
-    "kind", ["strings", "regressor", "multilabel", "batchnorm", "early_stopping"]
+    "kind",
+    ["strings", "regressor", "multilabel", "batchnorm", "early_stopping", "sparse"],
 )
 def test_save_load_round_trip_identical_predictions(kind, data, tmp_path):
     X, y = data
@@ -303,6 +305,9 @@ def test_save_load_round_trip_identical_predictions(kind, data, tmp_path):
         est = MLPClassifier(**FAST).fit(X, Y)
     elif kind == "batchnorm":
         est = MLPClassifier(batch_norm=True, dropout=0.3, **FAST).fit(X, y)
+    elif kind == "sparse":  # the first weight is stored input-major
+        X = sp.csr_matrix(np.where(X > 0.5, X, 0.0))
+        est = MLPClassifier(**FAST).fit(X, y)
     else:
         est = MLPClassifier(**{**FAST, "max_iter": 20}, early_stopping=True).fit(X, y)
     path = save(est, tmp_path / "model.sknets")

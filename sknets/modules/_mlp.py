@@ -3,9 +3,10 @@
 import math
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
+
+from sknets._sparse import csr_matmul
 
 ACTIVATIONS = {
     "identity": nn.Identity,
@@ -30,33 +31,47 @@ def glorot_init_(module, activation="relu"):
             fan_out = layer.weight.shape[0] * receptive
             bound = math.sqrt(factor / (fan_in + fan_out))
             with torch.no_grad():
-                layer.weight.uniform_(-bound, bound)
+                # drawn in logical order, so any memory layout gets the same values
+                weight = torch.empty_like(
+                    layer.weight, memory_format=torch.contiguous_format
+                )
+                layer.weight.copy_(weight.uniform_(-bound, bound))
                 if layer.bias is not None:
                     layer.bias.uniform_(-bound, bound)
     return module
 
 
 class _ScipyCSRMatmul(torch.autograd.Function):
-    """``X @ W.T`` for a CPU sparse CSR ``X``, computed by scipy.
+    """``X @ Wt`` for a CPU sparse CSR ``X`` and an ``(in, out)`` weight, by scipy.
 
     torch's CPU sparse kernels are several times slower than scipy's for
     the thin products of a first layer (measured: 1.6 ms against 0.25 ms for
-    128 x 10,000 at 1.3% density, forward and backward).
+    128 x 10,000 at 1.3% density, forward and backward). scipy reads ``Wt``
+    and writes its gradient row-major; a column-major ``Wt`` (the transposed
+    view of a usual ``Linear`` weight) costs a transposing copy each way.
     """
 
     @staticmethod
-    def forward(ctx, X, weight):
-        Xs = sp.csr_matrix(
-            (X.values().numpy(), X.col_indices().numpy(), X.crow_indices().numpy()),
-            shape=tuple(X.shape),
+    def forward(ctx, X, weight_t):
+        arrays = (
+            X.crow_indices().numpy(),
+            X.col_indices().numpy(),
+            X.values().numpy(),
         )
-        ctx.Xs = Xs
-        return torch.from_numpy(np.asarray(Xs @ weight.detach().numpy().T))
+        ctx.arrays, ctx.n_cols = arrays, X.shape[1]
+        ctx.column_major = not weight_t.is_contiguous()
+        return torch.from_numpy(
+            csr_matmul(*arrays, X.shape[1], weight_t.detach().numpy())
+        )
 
     @staticmethod
     def backward(ctx, grad):
-        grad_w = np.asarray(ctx.Xs.T @ grad.detach().numpy()).T
-        return None, torch.from_numpy(np.ascontiguousarray(grad_w))
+        grad_wt = csr_matmul(
+            *ctx.arrays, ctx.n_cols, grad.detach().numpy(), transpose=True
+        )
+        if ctx.column_major:  # give autograd the strides of the weight itself
+            return None, torch.from_numpy(np.ascontiguousarray(grad_wt.T)).t()
+        return None, torch.from_numpy(grad_wt)
 
 
 class SparseInputLinear(nn.Linear):
@@ -65,12 +80,52 @@ class SparseInputLinear(nn.Linear):
     Dense input takes the usual path; CSR input on the CPU goes through
     scipy (see :class:`_ScipyCSRMatmul`), on other devices through torch's
     sparse kernels. The input is never densified.
+
+    With ``input_major=True`` the trained parameter is ``weight_t``, the
+    ``(in_features, out_features)`` transpose (the layout of scikit-learn's
+    ``coefs_``), and ``weight`` is its transposed view. scipy then reads it
+    and writes its gradient without transposing copies, and the optimizer
+    still sees a contiguous tensor: for a wide sparse input that is a large
+    part of the cost of a batch. For dense input the usual layout is faster,
+    so it stays the default. State dicts hold ``weight`` in either layout,
+    so they load into both.
     """
+
+    def __init__(self, in_features, out_features, bias=True, input_major=False):
+        super().__init__(in_features, out_features, bias=bias)
+        if input_major:
+            weight = self._parameters.pop("weight")
+            self.weight_t = nn.Parameter(weight.detach().t().contiguous())
+
+    @property
+    def weight(self):
+        params = self._parameters
+        if "weight" in params:
+            return params["weight"]
+        if "weight_t" in params:
+            return params["weight_t"].t()
+        raise AttributeError("weight")  # during nn.Linear.__init__
 
     def forward(self, X):
         if X.layout == torch.sparse_csr and X.device.type == "cpu":
-            return _ScipyCSRMatmul.apply(X, self.weight) + self.bias
+            weight_t = self._parameters.get("weight_t")
+            if weight_t is None:
+                weight_t = self.weight.t()
+            return _ScipyCSRMatmul.apply(X, weight_t) + self.bias
         return super().forward(X)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if prefix + "weight_t" in destination:
+            bias = destination.pop(prefix + "bias", None)
+            destination[prefix + "weight"] = destination.pop(prefix + "weight_t").t()
+            if bias is not None:
+                destination[prefix + "bias"] = bias
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if "weight_t" in self._parameters and prefix + "weight" in state_dict:
+            state_dict[prefix + "weight_t"] = state_dict.pop(prefix + "weight").t()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class MLPModule(nn.Module):
@@ -91,6 +146,9 @@ class MLPModule(nn.Module):
         one per hidden layer).
     batch_norm : bool, default=False
         Whether to normalize each hidden layer's pre-activations.
+    sparse_input : bool, default=False
+        Lay out the first weight for sparse CSR input (see
+        :class:`SparseInputLinear`); either kind of input works either way.
     """
 
     def __init__(
@@ -101,6 +159,7 @@ class MLPModule(nn.Module):
         activation="relu",
         dropout=0.0,
         batch_norm=False,
+        sparse_input=False,
     ):
         super().__init__()
         sizes = [n_features, *hidden_layer_sizes]
@@ -109,14 +168,21 @@ class MLPModule(nn.Module):
         for i, (fan_in, fan_out, p) in enumerate(
             zip(sizes[:-1], sizes[1:], dropouts, strict=True)
         ):
-            layers.append((SparseInputLinear if i == 0 else nn.Linear)(fan_in, fan_out))
+            layers.append(
+                SparseInputLinear(fan_in, fan_out, input_major=sparse_input)
+                if i == 0
+                else nn.Linear(fan_in, fan_out)
+            )
             if batch_norm:
                 layers.append(nn.BatchNorm1d(fan_out))
             layers.append(ACTIVATIONS[activation]())
             if p > 0:
                 layers.append(nn.Dropout(p))
-        last = SparseInputLinear if len(sizes) == 1 else nn.Linear
-        layers.append(last(sizes[-1], n_outputs))
+        layers.append(
+            SparseInputLinear(sizes[-1], n_outputs, input_major=sparse_input)
+            if len(sizes) == 1
+            else nn.Linear(sizes[-1], n_outputs)
+        )
         self.layers = nn.Sequential(*layers)
         glorot_init_(self, activation)
 

@@ -1,0 +1,76 @@
+"""CSR batches without per-batch overhead: row gathers and thin products.
+
+A sparse first layer spends most of a small batch in bookkeeping around
+scipy's compiled kernels (building ``csr_matrix`` objects, checking their
+format, transposing), not in the arithmetic. These helpers call the same
+kernels (``scipy.sparse._sparsetools``, which scipy's own ``X[rows]`` and
+``X @ dense`` use) on plain arrays. Where that module or a kernel is missing,
+or the index arrays do not share one dtype, they fall back to scipy's public
+operations, with the same results.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+try:  # scipy's compiled CSR kernels, stable since scipy 0.x
+    from scipy.sparse import _sparsetools
+except ImportError:  # pragma: no cover - depends on the installed scipy
+    _sparsetools = None
+
+_KERNELS = ("csr_row_index", "csr_matvecs", "csc_matvecs")
+
+
+def _fast(indptr, indices):
+    return (
+        _sparsetools is not None
+        and all(hasattr(_sparsetools, k) for k in _KERNELS)
+        and indptr.dtype == indices.dtype
+        and indptr.dtype in (np.int32, np.int64)
+    )
+
+
+def take_rows(X, rows):
+    """``(indptr, indices, data)`` of the rows ``rows`` of a CSR matrix ``X``.
+
+    ``rows`` is a slice with step 1 (the result shares ``indices`` and
+    ``data`` with ``X``) or an array of row numbers (the result is a copy
+    of those rows only).
+    """
+    if isinstance(rows, slice):
+        start, stop, _ = rows.indices(X.shape[0])
+        stop = max(stop, start)
+        indptr = X.indptr[start : stop + 1]
+        lo, hi = indptr[0], indptr[-1]
+        return indptr - lo, X.indices[lo:hi], X.data[lo:hi]
+    if not _fast(X.indptr, X.indices):
+        Xb = X[rows]
+        return Xb.indptr, Xb.indices, Xb.data
+    index = X.indptr.dtype
+    rows = np.asarray(rows, dtype=index)
+    indptr = np.zeros(len(rows) + 1, dtype=index)
+    np.cumsum(X.indptr[rows + 1] - X.indptr[rows], out=indptr[1:])
+    indices = np.empty(indptr[-1], dtype=index)
+    data = np.empty(indptr[-1], dtype=X.data.dtype)
+    _sparsetools.csr_row_index(
+        len(rows), rows, X.indptr, X.indices, X.data, indices, data
+    )
+    return indptr, indices, data
+
+
+def csr_matmul(indptr, indices, data, n_cols, dense, transpose=False):
+    """``A @ dense`` (or ``A.T @ dense``) for the CSR matrix ``A`` given by arrays.
+
+    ``A`` has ``len(indptr) - 1`` rows and ``n_cols`` columns; ``dense`` is a
+    2-D array of ``data``'s dtype. Returns a new C-ordered array.
+    """
+    n_rows = len(indptr) - 1
+    dense = np.ascontiguousarray(dense, dtype=data.dtype)
+    if not _fast(indptr, indices):
+        A = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
+        return np.ascontiguousarray((A.T if transpose else A) @ dense)
+    out = np.zeros((n_cols if transpose else n_rows, dense.shape[1]), data.dtype)
+    # A.T is the CSC matrix made of A's arrays: no transposition needed
+    kernel = _sparsetools.csc_matvecs if transpose else _sparsetools.csr_matvecs
+    shape = (n_cols, n_rows) if transpose else (n_rows, n_cols)
+    kernel(*shape, dense.shape[1], indptr, indices, data, dense.ravel(), out.ravel())
+    return out
