@@ -6,9 +6,9 @@ import warnings
 
 import joblib
 import numpy as np
-import scipy.sparse as sp
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.datasets import load_digits, make_multilabel_classification

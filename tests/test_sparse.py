@@ -5,8 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sknets import MLPClassifier
-from sknets import _sparse
+from sknets import MLPClassifier, _sparse
 from sknets._sparse import csr_matmul, take_rows
 from sknets._training import csr_tensor
 from sknets.modules import MLPModule
@@ -120,7 +119,9 @@ def test_same_seed_same_network_whatever_the_layout():
     a = MLPModule(30, (8,), 3)
     torch.manual_seed(0)
     b = MLPModule(30, (8,), 3, sparse_input=True)
-    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+    for (name, x), y in zip(
+        a.state_dict().items(), b.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(x, y, msg=name)
 
 
