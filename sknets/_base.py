@@ -35,6 +35,7 @@ from sknets._training import (
     SkorchNet,
     output_activation,
     predict_raw,
+    widest_activation,
 )
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
@@ -362,7 +363,7 @@ class _BaseNet(BaseEstimator):
                     monitor.learning_rate = self.learning_rate_init
             net.out_activation = out_act
             net.alpha, net.l1_ratio = self.alpha, self.l1_ratio
-            net.valid_batch_size_ = self._predict_batch_rows(X.shape[1])
+            net.valid_batch_size_ = self._predict_batch_rows(net.module_, X.shape[1])
             net.batch_size_, net.shuffle_, net.seed_ = (
                 batch_size,
                 self.shuffle,
@@ -646,13 +647,17 @@ class _BaseNet(BaseEstimator):
 
     # -------------------------------------------------------------- predict
 
-    def _predict_batch_rows(self, n_features):
+    def _predict_batch_rows(self, module, n_features):
         """Rows per forward pass when predicting or validating.
 
-        Large batches (few Python round trips) of at most 64 MB of float32
-        input; image networks override this with a smaller number.
+        As many as keep the widest activation of a batch near 4 million
+        values (16 MB of float32): few Python round trips, and intermediate
+        results that stay in cache (a digit CNN predicts 2.8x faster in
+        batches of 200 rows than in one batch of 10,000), between 64 and
+        8192 rows.
         """
-        return max(256, min(8192, 2**24 // max(n_features, 1)))
+        width = widest_activation(module, n_features)
+        return int(np.clip(2**22 // width, 64, 8192))
 
     def _forward(self, X):
         """Activated outputs as a float64 array of shape (n_samples, n_outputs)."""
@@ -667,7 +672,8 @@ class _BaseNet(BaseEstimator):
             lazy=True,
             sparse_batches=self._sparse_batches,
         )
-        raw = predict_raw(self.module_, data, self._predict_batch_rows(X.shape[1]))
+        rows = self._predict_batch_rows(self.module_, X.shape[1])
+        raw = predict_raw(self.module_, data, rows)
         out = output_activation(raw, self.out_activation_)
         return out.to(device="cpu", dtype=torch.float64).numpy()
 

@@ -514,6 +514,33 @@ def _clone_state(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def widest_activation(module, n_features):
+    """Largest number of values one input row produces in any layer of ``module``.
+
+    Measured with forward hooks on one all-zero row, in eval mode; at least
+    ``n_features``.
+    """
+    param = next(module.parameters(), None)
+    kw = {} if param is None else {"dtype": param.dtype, "device": param.device}
+    widths = [n_features]
+
+    def record(layer, args, out):
+        if isinstance(out, torch.Tensor):
+            widths.append(out.numel())
+
+    hooks = [m.register_forward_hook(record) for m in module.modules()]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, n_features, **kw))
+    finally:
+        module.train(was_training)
+        for h in hooks:
+            h.remove()
+    return max(widths)
+
+
 def predict_raw(module, X, batch_size):
     """Raw outputs of ``module`` for an :class:`ArrayDataset`, in eval mode.
 
