@@ -30,7 +30,7 @@ def _idx(path):
 
 
 def load_idx_images(name="mnist"):
-    """MNIST-like idx data as ``(X_train, y_train, X_test, y_test)``, X uint8 (n, 28, 28)."""
+    """MNIST-like idx data: ``(X_train, y_train, X_test, y_test)``, X uint8."""
     folder = DATA / name
     if not (folder / "train-images-idx3-ubyte.gz").exists():
         return None
@@ -43,7 +43,7 @@ def load_idx_images(name="mnist"):
 
 
 def mnist_float32(synthetic_rows=60_000, seed=0):
-    """Flat float32 MNIST in [0, 1] (or synthetic data of the same shape), and labels."""
+    """Flat float32 MNIST in [0, 1] (or synthetic data of that shape), and labels."""
     data = load_idx_images("mnist")
     if data is None:
         rng = np.random.RandomState(seed)
