@@ -190,6 +190,8 @@ class _BaseNet(BaseEstimator):
         "batch_norm": ["boolean"],
         "device": [str, torch.device],
         "dtype": [None, StrOptions({"float32", "float64"})],
+        "compile": ["boolean", dict],
+        "autocast": ["boolean"],
     }
 
     # ------------------------------------------------------------------ hooks
@@ -363,6 +365,7 @@ class _BaseNet(BaseEstimator):
                     monitor.learning_rate = self.learning_rate_init
             net.out_activation = out_act
             net.alpha, net.l1_ratio = self.alpha, self.l1_ratio
+            self._configure_forward(net)
             net.valid_batch_size_ = self._predict_batch_rows(net.module_, X.shape[1])
             net.batch_size_, net.shuffle_, net.seed_ = (
                 batch_size,
@@ -414,6 +417,14 @@ class _BaseNet(BaseEstimator):
                 " contain large values and need to be preprocessed."
             )
         return self
+
+    def _configure_forward(self, net):
+        """Pass ``compile`` and ``autocast`` to the net (at fit and predict time)."""
+        if self.compile is False:
+            net.compile_options_ = None
+        else:
+            net.compile_options_ = {} if self.compile is True else dict(self.compile)
+        net.autocast_ = bool(self.autocast)
 
     def _new_net(self, n_features, n_outputs, device, dtype, sparse_input=False):
         module = self._build_module(n_features, n_outputs, sparse_input)
@@ -673,7 +684,8 @@ class _BaseNet(BaseEstimator):
             sparse_batches=self._sparse_batches,
         )
         rows = self._predict_batch_rows(self.module_, X.shape[1])
-        raw = predict_raw(self.module_, data, rows)
+        self._configure_forward(self.net_)
+        raw = predict_raw(self.module_, data, rows, self.net_.infer)
         out = output_activation(raw, self.out_activation_)
         return out.to(device="cpu", dtype=torch.float64).numpy()
 

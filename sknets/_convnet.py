@@ -215,6 +215,8 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         batch_norm=False,
         device="auto",
         dtype=None,
+        compile=False,
+        autocast=False,
     ):
         self.filters = filters
         self.kernel_size = kernel_size
@@ -252,6 +254,8 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         self.batch_norm = batch_norm
         self.device = device
         self.dtype = dtype
+        self.compile = compile
+        self.autocast = autocast
 
     # ---------------------------------------------------------------- checks
 

@@ -106,6 +106,18 @@ TRAINING = """\
         MLP does: float32 data is computed in float32, anything else in
         float64. Pass float32 data or ``dtype='float32'`` for speed (about 2x on
         CPU, more on most GPUs).
+
+    compile : bool or dict, default=False
+        Run the network's forward passes through ``torch.compile`` (a dict
+        gives its keyword arguments, e.g. ``{'mode': 'max-autotune'}``).
+        Compiling takes seconds to minutes once per fitted network and pays on
+        GPUs over long trainings; the fitted model pickles without the
+        compiled code. Sparse batches are not compiled.
+
+    autocast : bool, default=False
+        Run forward passes under bfloat16 ``torch.autocast`` (mixed
+        precision); losses and outputs stay in the network's precision. Pays
+        on GPUs with bfloat16 units; on most CPUs it is slower.
 """
 
 FITTED = """\

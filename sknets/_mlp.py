@@ -124,6 +124,8 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
         batch_norm=False,
         device="auto",
         dtype=None,
+        compile=False,
+        autocast=False,
     ):
         _init_params(self, **{k: v for k, v in locals().items() if k != "self"})
 
@@ -217,5 +219,7 @@ class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
         batch_norm=False,
         device="auto",
         dtype=None,
+        compile=False,
+        autocast=False,
     ):
         _init_params(self, **{k: v for k, v in locals().items() if k != "self"})

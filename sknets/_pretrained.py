@@ -906,6 +906,8 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         batch_norm=False,
         device="auto",
         dtype=None,
+        compile=False,
+        autocast=False,
     ):
         for name, value in locals().items():
             if name != "self":

@@ -258,8 +258,45 @@ class SkorchNet(NeuralNet):
 
     Extra (non-skorch) settings are plain attributes set by the estimator
     before each fit: ``out_activation``, ``alpha``, ``l1_ratio``,
-    ``batch_size_``, ``valid_batch_size_``, ``shuffle_``, ``seed_``.
+    ``batch_size_``, ``valid_batch_size_``, ``shuffle_``, ``seed_``, and,
+    before each fit and prediction, ``compile_options_`` (None, or keyword
+    arguments for ``torch.compile``) and ``autocast_`` (bfloat16 autocast).
     """
+
+    compile_options_ = None
+    autocast_ = False
+
+    def forward_module(self):
+        """``module_``, or its ``torch.compile`` wrapper (built once, not pickled)."""
+        if self.compile_options_ is None:
+            return self.module_
+        cached = self.__dict__.get("_compiled")
+        if (
+            cached is None
+            or cached[0] is not self.module_
+            or cached[1] != self.compile_options_
+        ):
+            options = dict(self.compile_options_)
+            cached = (self.module_, options, torch.compile(self.module_, **options))
+            self._compiled = cached
+        return cached[2]
+
+    def infer(self, x, **fit_params):
+        """Forward pass of one batch (compiled and autocast when asked)."""
+        # sparse CSR batches go through scipy: nothing to compile there
+        compiled = x.layout == torch.strided
+        forward = self.forward_module() if compiled else self.module_
+        if not self.autocast_:
+            return forward(x, **fit_params)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = forward(x, **fit_params)
+        # losses and probabilities in the module's own precision
+        return out.to(next(self.module_.parameters()).dtype)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_compiled", None)
+        return state
 
     def get_default_callbacks(self):
         # Timing, loss bookkeeping and printing live in EpochMonitor.
@@ -489,7 +526,7 @@ class EpochMonitor(Callback):
 
     def _validate(self, net):
         data = self.valid_data
-        raw = predict_raw(net.module_, data, net.valid_batch_size_)
+        raw = predict_raw(net.module_, data, net.valid_batch_size_, net.infer)
         losses = sample_losses(raw, data.y, net.out_activation)
         valid_loss = float(weighted_mean(losses, data.w))
         return valid_loss, float(self.score_fn(raw))
@@ -541,18 +578,20 @@ def widest_activation(module, n_features):
     return max(widths)
 
 
-def predict_raw(module, X, batch_size):
+def predict_raw(module, X, batch_size, forward=None):
     """Raw outputs of ``module`` for an :class:`ArrayDataset`, in eval mode.
 
-    Batches are large and run under ``torch.inference_mode``; the module's
+    Batches are large and run under ``torch.inference_mode``, through
+    ``forward`` (e.g. :meth:`SkorchNet.infer`) when given; the module's
     train/eval mode is restored afterwards.
     """
+    forward = module if forward is None else forward
     was_training = module.training
     module.eval()
     try:
         with torch.inference_mode():
             outs = [
-                module(Xb)
+                forward(Xb)
                 for Xb, _ in BatchIterator(X, max(int(batch_size), 1), False, 0)
             ]
     finally:
