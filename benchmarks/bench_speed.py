@@ -135,6 +135,10 @@ def run_plain(w, args, tuned=False):
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(module.parameters(), lr=1e-3, fused=tuned or None)
+    forward = torch.compile(module) if tuned and args.compile else module
+    autocast = torch.autocast(
+        device.type, torch.bfloat16, enabled=tuned and args.autocast
+    )
     X, y = w["X"], torch.as_tensor(w["y"]).to(device)
     sparse = not isinstance(X, np.ndarray)
     Xt = None if sparse else torch.from_numpy(X).to(device)
@@ -153,7 +157,9 @@ def run_plain(w, args, tuned=False):
                 xb = xb.reshape(-1, 1, 28, 28).contiguous(
                     memory_format=torch.channels_last
                 )
-            loss = F.cross_entropy(module(xb), y[permd[i : i + bs]])
+            with autocast:
+                out = forward(xb)
+            loss = F.cross_entropy(out.float(), y[permd[i : i + bs]])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -173,7 +179,9 @@ def run_plain(w, args, tuned=False):
                     xb = xb.reshape(-1, 1, 28, 28).contiguous(
                         memory_format=torch.channels_last
                     )
-                outs.append(torch.softmax(module(xb), 1).cpu())
+                with autocast:
+                    out = forward(xb)
+                outs.append(torch.softmax(out.float(), 1).cpu())
         return torch.cat(outs).numpy()
 
     return fit, predict
@@ -188,6 +196,8 @@ def run_sknets(w, args):
             n_iter_no_change=10**6,
             random_state=0,
             device=args.device,
+            compile=args.compile,
+            autocast=args.autocast,
         )
     )
     start = time.perf_counter()
@@ -370,6 +380,16 @@ def main():
     p.add_argument("--rows", type=int, default=None, help="subsample training rows")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--memory", action="store_true", help="measure peak memory instead")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile in sknets and plain_tuned (compile time is in the fit)",
+    )
+    p.add_argument(
+        "--autocast",
+        action="store_true",
+        help="bfloat16 autocast in sknets and plain_tuned",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="where to write the results")
     args = p.parse_args()
@@ -385,6 +405,8 @@ def main():
         epochs=args.epochs,
         rounds=args.rounds,
         batch_size=args.batch_size,
+        compile=args.compile,
+        autocast=args.autocast,
         time=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
     RESULTS.mkdir(exist_ok=True)
