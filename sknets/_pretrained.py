@@ -1053,7 +1053,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         finally:
             self.learning_rate_init = saved_lr
 
-    def _predict_batch_rows(self, module, n_features):
+    def _predict_batch_rows(self, module, X):
         """A few images per forward pass (images are large)."""
         return self.batch_size if isinstance(self.batch_size, Integral) else 200
 

@@ -551,15 +551,15 @@ def _clone_state(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def widest_activation(module, n_features):
+def widest_activation(module, n_features, input_width=None):
     """Largest number of values one input row produces in any layer of ``module``.
 
     Measured with forward hooks on one all-zero row, in eval mode; at least
-    ``n_features``.
+    ``input_width`` (default ``n_features``), the size of a row itself.
     """
     param = next(module.parameters(), None)
     kw = {} if param is None else {"dtype": param.dtype, "device": param.device}
-    widths = [n_features]
+    widths = [n_features if input_width is None else input_width]
 
     def record(layer, args, out):
         if isinstance(out, torch.Tensor):
