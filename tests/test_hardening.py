@@ -149,6 +149,35 @@ def test_partial_fit_labels_never_seen(data):
         clf.partial_fit(X, y + 10)
 
 
+@pytest.mark.parametrize("layout", ["strided view", "fortran", "sparse"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_in_any_layout_are_refused(layout, bad, data):
+    X, y = data
+    clf = MLPClassifier(**FAST).fit(X, y)
+    Xbad = X.copy()
+    Xbad[7, 3] = bad
+    if layout == "strided view":  # neither C- nor F-contiguous
+        Xbad = np.repeat(Xbad, 2, axis=1)[:, ::2]
+    elif layout == "fortran":
+        Xbad = np.asfortranarray(Xbad)
+    else:
+        Xbad = sp.csr_matrix(Xbad)
+    match = "NaN" if np.isnan(bad) else "infinity"
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(**FAST).fit(Xbad, y)
+    with pytest.raises(ValueError, match=match):
+        clf.predict(Xbad)
+
+
+def test_finite_values_whose_sum_overflows_are_accepted():
+    """The fast check sums X; a sum that overflows must not look like inf."""
+    X = np.full((40, 3), np.finfo(np.float32).max / 2, dtype=np.float32)
+    X[::2] *= -0.5
+    y = np.arange(40) % 2
+    clf = MLPClassifier(**FAST).fit(X / 1e38, y)
+    assert clf.predict(X).shape == (40,)
+
+
 def test_values_that_overflow_float32_are_refused(data):
     X, y = data
     huge = X.copy()
