@@ -143,3 +143,38 @@ def test_inductor_compile_matches_eager(digits):
     np.testing.assert_allclose(
         compiled.predict_proba(X), eager.predict_proba(X), rtol=1e-4, atol=1e-6
     )
+
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"
+)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("kind", ["sparse mlp", "convnet"])
+def test_cuda_paths_match_the_cpu(kind, digits):
+    """CSR batches and channels-last convolutions on the GPU."""
+    X, y = digits
+    if kind == "sparse mlp":
+        X = sp.csr_matrix(np.where(X > 0.5, X, 0.0))
+        make = lambda device: MLPClassifier(**{**FAST, "device": device})  # noqa: E731
+    else:
+        make = lambda device: ConvNetClassifier(  # noqa: E731
+            input_shape=(8, 8), filters=(4,), **{**FAST, "device": device}
+        )
+    gpu, cpu = make("cuda").fit(X, y), make("cpu").fit(X, y)
+    assert next(gpu.module_.parameters()).is_cuda
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-3)
+    assert (gpu.predict(X) == cpu.predict(X)).mean() > 0.95
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_compile_and_autocast_train_and_predict(digits):
+    X, y = digits
+    clf = MLPClassifier(compile=True, autocast=True, **{**FAST, "device": "cuda"})
+    clf.fit(X, y)
+    plain = MLPClassifier(**{**FAST, "device": "cuda"}).fit(X, y)
+    np.testing.assert_allclose(clf.loss_curve_, plain.loss_curve_, rtol=0.05)
+    assert (clf.predict(X) == plain.predict(X)).mean() > 0.9
