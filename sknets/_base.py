@@ -631,6 +631,10 @@ class _BaseNet(BaseEstimator):
         monitor = self.net_.callbacks_[0][1]
         state["_private"] = {
             "dtype": str(self._dtype).replace("torch.", ""),
+            # the first layer's memory layout for sparse input (see SparseInputLinear)
+            "sparse_input": any(
+                name.endswith("weight_t") for name, _ in self.module_.named_parameters()
+            ),
             "monitor": {k: getattr(monitor, k) for k in _MONITOR_STATE},
             "extra": self._extra_state(),
         }
@@ -647,7 +651,11 @@ class _BaseNet(BaseEstimator):
         device = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             net, monitor = self._new_net(
-                self.n_features_in_, self.n_outputs_, device, dtype
+                self.n_features_in_,
+                self.n_outputs_,
+                device,
+                dtype,
+                sparse_input=private.get("sparse_input", False),
             )
         try:
             net.module_.load_state_dict(

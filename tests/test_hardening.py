@@ -346,6 +346,8 @@ def test_save_load_round_trip_identical_predictions(kind, data, tmp_path):
     method = "predict_proba" if hasattr(est, "predict_proba") else "predict"
     np.testing.assert_array_equal(getattr(again, method)(X), getattr(est, method)(X))
     np.testing.assert_array_equal(again.predict(X), est.predict(X))
+    params = [name for name, _ in again.module_.named_parameters()]
+    assert params == [name for name, _ in est.module_.named_parameters()]
     for attr in (
         "n_features_in_",
         "n_iter_",
