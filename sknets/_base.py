@@ -709,7 +709,7 @@ class _BaseNet(BaseEstimator):
             input_width = n_features
         cached = self.__dict__.get("_widest")  # one dry run per network
         if cached is None or cached[0] is not module or cached[1] != n_features:
-            cached = (module, n_features, widest_activation(module, n_features, 0))
+            cached = (module, n_features, widest_activation(module, n_features))
             self._widest = cached
         width = max(cached[2], input_width)
         return int(np.clip(2**22 // max(width, 1), 64, 8192))

@@ -4,7 +4,7 @@ A sparse first layer spends most of a small batch in bookkeeping around
 scipy's compiled kernels (building ``csr_matrix`` objects, checking their
 format, transposing), not in the arithmetic. These helpers call the same
 kernels (``scipy.sparse._sparsetools``, which scipy's own ``X[rows]`` and
-``X @ dense`` use) on plain arrays. Where that module or a kernel is missing,
+``X.T @ dense`` use) on plain arrays. Where that module or a kernel is missing,
 or the index arrays do not share one dtype, they fall back to scipy's public
 operations, with the same results.
 """
@@ -17,7 +17,7 @@ try:  # scipy's compiled CSR kernels, stable since scipy 0.x
 except ImportError:  # pragma: no cover - depends on the installed scipy
     _sparsetools = None
 
-_KERNELS = ("csr_row_index", "csr_matvecs", "csc_matvecs")
+_KERNELS = ("csr_row_index", "csc_matvecs")
 
 
 def _fast(indptr, indices):
@@ -57,20 +57,22 @@ def take_rows(X, rows):
     return indptr, indices, data
 
 
-def csr_matmul(indptr, indices, data, n_cols, dense, transpose=False):
-    """``A @ dense`` (or ``A.T @ dense``) for the CSR matrix ``A`` given by arrays.
+def csr_t_matmul(indptr, indices, data, n_cols, dense):
+    """``A.T @ dense`` for the CSR matrix ``A`` given by its arrays.
 
     ``A`` has ``len(indptr) - 1`` rows and ``n_cols`` columns; ``dense`` is a
-    2-D array of ``data``'s dtype. Returns a new C-ordered array.
+    2-D array with one row per row of ``A``. Returns a new C-ordered
+    ``(n_cols, dense.shape[1])`` array of ``data``'s dtype. ``A``'s arrays
+    read as CSC are ``A.T``: nothing is transposed.
     """
     n_rows = len(indptr) - 1
     dense = np.ascontiguousarray(dense, dtype=data.dtype)
     if not _fast(indptr, indices):
         A = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
-        return np.ascontiguousarray((A.T if transpose else A) @ dense)
-    out = np.zeros((n_cols if transpose else n_rows, dense.shape[1]), data.dtype)
-    # A.T is the CSC matrix made of A's arrays: no transposition needed
-    kernel = _sparsetools.csc_matvecs if transpose else _sparsetools.csr_matvecs
-    shape = (n_cols, n_rows) if transpose else (n_rows, n_cols)
-    kernel(*shape, dense.shape[1], indptr, indices, data, dense.ravel(), out.ravel())
+        return np.ascontiguousarray(A.T @ dense)
+    out = np.zeros((n_cols, dense.shape[1]), data.dtype)
+    _sparsetools.csc_matvecs(
+        n_cols, n_rows, dense.shape[1], indptr, indices, data, dense.ravel(),
+        out.ravel(),
+    )  # fmt: skip
     return out

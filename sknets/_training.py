@@ -551,15 +551,14 @@ def _clone_state(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def widest_activation(module, n_features, input_width=None):
+def widest_activation(module, n_features):
     """Largest number of values one input row produces in any layer of ``module``.
 
-    Measured with forward hooks on one all-zero row, in eval mode; at least
-    ``input_width`` (default ``n_features``), the size of a row itself.
+    Measured with forward hooks on one all-zero row, in eval mode.
     """
     param = next(module.parameters(), None)
     kw = {} if param is None else {"dtype": param.dtype, "device": param.device}
-    widths = [n_features if input_width is None else input_width]
+    widths = [0]
 
     def record(layer, args, out):
         if isinstance(out, torch.Tensor):

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sknets._sparse import csr_matmul
+from sknets._sparse import csr_t_matmul
 
 ACTIVATIONS = {
     "identity": nn.Identity,
@@ -65,9 +65,7 @@ class _CSRMatmul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        grad_wt = csr_matmul(
-            *ctx.arrays, ctx.n_cols, grad.detach().numpy(), transpose=True
-        )
+        grad_wt = csr_t_matmul(*ctx.arrays, ctx.n_cols, grad.detach().numpy())
         if ctx.column_major:  # give autograd the strides of the weight itself
             return None, torch.from_numpy(np.ascontiguousarray(grad_wt.T)).t()
         return None, torch.from_numpy(grad_wt)
@@ -107,10 +105,8 @@ class SparseInputLinear(nn.Linear):
 
     def forward(self, X):
         if X.layout == torch.sparse_csr and X.device.type == "cpu":
-            weight_t = self._parameters.get("weight_t")
-            if weight_t is None:
-                weight_t = self.weight.t()
-            return _CSRMatmul.apply(X, weight_t) + self.bias
+            # weight.t() is weight_t itself (as a view) in the input-major layout
+            return _CSRMatmul.apply(X, self.weight.t()) + self.bias
         return super().forward(X)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -163,25 +159,21 @@ class MLPModule(nn.Module):
         super().__init__()
         sizes = [n_features, *hidden_layer_sizes]
         dropouts = _per_layer(dropout, len(hidden_layer_sizes), "dropout")
+
+        def linear(fan_in, fan_out):  # the first one takes the input, maybe sparse
+            if not layers:
+                return SparseInputLinear(fan_in, fan_out, input_major=sparse_input)
+            return nn.Linear(fan_in, fan_out)
+
         layers = []
-        for i, (fan_in, fan_out, p) in enumerate(
-            zip(sizes[:-1], sizes[1:], dropouts, strict=True)
-        ):
-            layers.append(
-                SparseInputLinear(fan_in, fan_out, input_major=sparse_input)
-                if i == 0
-                else nn.Linear(fan_in, fan_out)
-            )
+        for fan_in, fan_out, p in zip(sizes[:-1], sizes[1:], dropouts, strict=True):
+            layers.append(linear(fan_in, fan_out))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(fan_out))
             layers.append(ACTIVATIONS[activation]())
             if p > 0:
                 layers.append(nn.Dropout(p))
-        layers.append(
-            SparseInputLinear(sizes[-1], n_outputs, input_major=sparse_input)
-            if len(sizes) == 1
-            else nn.Linear(sizes[-1], n_outputs)
-        )
+        layers.append(linear(sizes[-1], n_outputs))
         self.layers = nn.Sequential(*layers)
         glorot_init_(self, activation)
 
