@@ -59,18 +59,7 @@ CHECK_SETTINGS = {
     sknets.MLPRegressor: [_FAST],
     # Each row of the checks' tabular data is a 1-channel signal; kernels and
     # pooling windows shrink to the (sometimes single-feature) rows.
-    sknets.ConvNetClassifier: [
-        dict(
-            filters=(4,),
-            kernel_size=2,
-            hidden_layer_sizes=(16,),
-            batch_size=1000,
-            max_iter=100,
-            learning_rate_init=0.01,
-            random_state=0,
-            device="cpu",
-        )
-    ],
+    sknets.ConvNetClassifier: [dict(_FAST, filters=(4,), kernel_size=2)],
 }
 
 EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {}
