@@ -7,27 +7,32 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, _fit_context
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import assert_all_finite, check_random_state
-from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (
-    _check_partial_fit_first_call,
     check_classification_targets,
     type_of_target,
     unique_labels,
 )
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
     column_or_1d,
     validate_data,
 )
 
+from sknets._compat import (
+    Interval,
+    Options,
+    StrOptions,
+    check_partial_fit_first_call,
+    check_sample_weight,
+    fit_context,
+)
 from sknets._summary import layer_summary
 from sknets._training import (
     ArrayDataset,
@@ -277,7 +282,7 @@ class _BaseNet(BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the network to data ``X`` and targets ``y``.
 
@@ -328,7 +333,7 @@ class _BaseNet(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         X, target, n_outputs = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+            sample_weight = check_sample_weight(sample_weight, X, dtype=X.dtype)
         device = resolve_device(self.device)
         dtype = self._compute_dtype(X) if first_pass else self._dtype
         _check_representable(X, dtype)
@@ -835,7 +840,7 @@ class _ClassifierNet(_BaseNet):
             The trained estimator.
         """
         self._validate_params()
-        if _check_partial_fit_first_call(self, classes):
+        if check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
                 self._label_binarizer.fit(y)

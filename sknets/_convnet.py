@@ -6,10 +6,10 @@ from numbers import Integral
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet
+from sknets._compat import Interval, StrOptions
 from sknets.modules import ConvNetModule
 
 

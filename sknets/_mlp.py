@@ -1,11 +1,11 @@
 """Multi-layer perceptrons: drop-in supersets of scikit-learn's MLP estimators."""
 
 from sklearn.base import ClassifierMixin, RegressorMixin
-from sklearn.utils._param_validation import StrOptions
 from torch import nn
 
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet, _RegressorNet
+from sknets._compat import StrOptions
 from sknets.modules import MLPModule
 
 

@@ -23,16 +23,15 @@ from sklearn.base import (
     ClassifierMixin,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
-    _fit_context,
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet, resolve_device
+from sknets._compat import Interval, StrOptions, fit_context
 from sknets.modules._backbones import BACKBONES
 from sknets.modules._mlp import MLPModule
 
@@ -696,7 +695,7 @@ class PretrainedFeatureExtractor(
         )
         return X, shape
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Build the backbone and load its weights.
 

@@ -3,27 +3,21 @@
 A sparse first layer spends most of a small batch in bookkeeping around
 scipy's compiled kernels (building ``csr_matrix`` objects, checking their
 format, transposing), not in the arithmetic. These helpers call the same
-kernels (``scipy.sparse._sparsetools``, which scipy's own ``X[rows]`` and
-``X.T @ dense`` use) on plain arrays. Where that module or a kernel is missing,
-or the index arrays do not share one dtype, they fall back to scipy's public
-operations, with the same results.
+compiled kernels that scipy's own ``X[rows]`` and ``X.T @ dense`` use, on
+plain arrays (found and self-checked in :mod:`sknets._compat`). Where they
+are missing or changed, or the index arrays do not share one dtype, they
+fall back to scipy's public operations, with the same results.
 """
 
 import numpy as np
 import scipy.sparse as sp
 
-try:  # scipy's compiled CSR kernels, stable since scipy 0.x
-    from scipy.sparse import _sparsetools
-except ImportError:  # pragma: no cover - depends on the installed scipy
-    _sparsetools = None
-
-_KERNELS = ("csr_row_index", "csc_matvecs")
+from sknets import _compat
 
 
 def _fast(indptr, indices):
     return (
-        _sparsetools is not None
-        and all(hasattr(_sparsetools, k) for k in _KERNELS)
+        _compat.sparsetools is not None
         and indptr.dtype == indices.dtype
         and indptr.dtype in (np.int32, np.int64)
     )
@@ -51,7 +45,7 @@ def take_rows(X, rows):
     np.cumsum(X.indptr[rows + 1] - X.indptr[rows], out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=index)
     data = np.empty(indptr[-1], dtype=X.data.dtype)
-    _sparsetools.csr_row_index(
+    _compat.sparsetools.csr_row_index(
         len(rows), rows, X.indptr, X.indices, X.data, indices, data
     )
     return indptr, indices, data
@@ -71,7 +65,7 @@ def csr_t_matmul(indptr, indices, data, n_cols, dense):
         A = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
         return np.ascontiguousarray(A.T @ dense)
     out = np.zeros((n_cols, dense.shape[1]), data.dtype)
-    _sparsetools.csc_matvecs(
+    _compat.sparsetools.csc_matvecs(
         n_cols, n_rows, dense.shape[1], indptr, indices, data, dense.ravel(),
         out.ravel(),
     )  # fmt: skip

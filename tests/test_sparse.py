@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sknets import MLPClassifier, _sparse
+from sknets import MLPClassifier, _compat
 from sknets._sparse import csr_t_matmul, take_rows
 from sknets._training import csr_tensor
 from sknets.modules import MLPModule
@@ -16,7 +16,7 @@ from sknets.modules._mlp import SparseInputLinear
 def kernels(request, monkeypatch):
     """Run each test with scipy's compiled kernels and with the fallback."""
     if request.param == "public scipy":
-        monkeypatch.setattr(_sparse, "_sparsetools", None)
+        monkeypatch.setattr(_compat, "sparsetools", None)
     return request.param
 
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 from sklearn.pipeline import Pipeline
-from sklearn.utils._optional_dependencies import check_matplotlib_support
 from sklearn.utils.validation import check_is_fitted
 
 from sknets._base import _BaseNet
+from sknets._compat import check_matplotlib_support
 
 _METRICS = ("loss", "score")
 

@@ -19,24 +19,26 @@ from functools import partial
 import numpy as np
 import torch
 from joblib import effective_n_jobs
-from sklearn.base import _fit_context, clone, is_classifier
-from sklearn.metrics._scorer import _MultimetricScorer
+from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
-from sklearn.model_selection import ParameterGrid, ParameterSampler
+from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
-from sklearn.model_selection._split import check_cv
-from sklearn.model_selection._validation import (
-    _fit_and_score,
-    _insert_error_scores,
-    _score,
-    _warn_or_raise_about_fit_failures,
-)
 from sklearn.pipeline import Pipeline
-from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import _check_method_params, _num_samples, indexable
+from sklearn.utils.validation import indexable
 
 from sknets._base import _BaseNet
+from sknets._compat import MultimetricScorer as _MultimetricScorer
+from sknets._compat import check_method_params as _check_method_params
+from sknets._compat import fit_and_score as _fit_and_score
+from sknets._compat import fit_context as _fit_context
+from sknets._compat import insert_error_scores as _insert_error_scores
+from sknets._compat import num_samples as _num_samples
+from sknets._compat import safe_split as _safe_split
+from sknets._compat import score as _score
+from sknets._compat import (
+    warn_or_raise_about_fit_failures as _warn_or_raise_about_fit_failures,
+)
 
 _EPOCH_PARAM = "max_iter"
 _EPOCH_SOLVERS = ("sgd", "adam")

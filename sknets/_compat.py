@@ -1,0 +1,187 @@
+"""Every private name of scikit-learn, scipy and torch that sknets uses.
+
+The rest of the package imports these from here and nowhere else, so that a
+change in a dependency breaks one file, with a clear message or a fallback,
+instead of a ``TypeError`` deep in training (LightGBM's ``compat.py`` is the
+model). Each entry says what it is for and when it can go.
+"""
+
+import functools
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import sklearn
+
+__all__ = [
+    "Interval",
+    "MultimetricScorer",
+    "Options",
+    "StrOptions",
+    "check_matplotlib_support",
+    "check_method_params",
+    "check_partial_fit_first_call",
+    "check_sample_weight",
+    "fit_and_score",
+    "fit_context",
+    "insert_error_scores",
+    "num_samples",
+    "safe_split",
+    "score",
+    "sparsetools",
+    "warn_or_raise_about_fit_failures",
+]
+
+SKLEARN_VERSION = tuple(int(p) for p in sklearn.__version__.split(".")[:2])
+
+# --------------------------------------------------------------------------- sklearn
+
+# Parameter constraints. scikit-learn has no public form of these; every
+# third-party estimator that validates like scikit-learn imports them. Can go
+# when scikit-learn makes them public.
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+
+try:
+    # Validates parameters once per outer fit and skips nested validation.
+    # Can go when scikit-learn exposes it publicly.
+    from sklearn.base import _fit_context as fit_context
+except ImportError:  # pragma: no cover - depends on the installed scikit-learn
+
+    def fit_context(prefer_skip_nested_validation):
+        """Fallback: validate the parameters, then fit."""
+
+        def decorator(fit_method):
+            @functools.wraps(fit_method)
+            def wrapper(estimator, *args, **kwargs):
+                estimator._validate_params()
+                return fit_method(estimator, *args, **kwargs)
+
+            return wrapper
+
+        return decorator
+
+
+try:
+    # ``partial_fit``'s first-call rule for ``classes``, with scikit-learn's
+    # messages. Can go when it is public.
+    from sklearn.utils.multiclass import (
+        _check_partial_fit_first_call as check_partial_fit_first_call,
+    )
+except ImportError:  # pragma: no cover - depends on the installed scikit-learn
+
+    def check_partial_fit_first_call(clf, classes=None):
+        """Fallback with scikit-learn's behaviour and messages."""
+        if getattr(clf, "classes_", None) is None and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is not None:
+            if getattr(clf, "classes_", None) is not None:
+                if not np.array_equal(clf.classes_, np.unique(classes)):
+                    raise ValueError(
+                        f"`classes={classes!r}` is not the same as on last call "
+                        f"to partial_fit, was: {clf.classes_!r}"
+                    )
+            else:
+                clf.classes_ = np.unique(classes)
+                return True
+        return False
+
+
+try:
+    # sample_weight validation with scikit-learn's messages. Can go when it is
+    # public.
+    from sklearn.utils.validation import _check_sample_weight as check_sample_weight
+except ImportError:  # pragma: no cover - depends on the installed scikit-learn
+
+    def check_sample_weight(sample_weight, X, dtype=None):
+        """Fallback: a 1-D float array with one weight per row of X."""
+        n = X.shape[0]
+        if sample_weight is None:
+            return np.ones(n, dtype=dtype or np.float64)
+        w = np.asarray(sample_weight, dtype=dtype or np.float64)
+        if w.ndim == 0:
+            return np.full(n, w, dtype=w.dtype)
+        if w.shape != (n,):
+            raise ValueError(f"sample_weight.shape == {w.shape}, expected {(n,)}!")
+        return w
+
+
+try:
+    # matplotlib's lazy import with scikit-learn's message.
+    from sklearn.utils._optional_dependencies import check_matplotlib_support
+except ImportError:  # pragma: no cover - depends on the installed scikit-learn
+
+    def check_matplotlib_support(caller_name):
+        """Fallback: import matplotlib or say who needs it."""
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                f"{caller_name} requires matplotlib. You can install matplotlib "
+                "with `pip install matplotlib`"
+            ) from exc
+
+
+# The epoch-sharing search still runs scikit-learn's per-fold machinery on its
+# own (issue 13 replaces it with a delegation to ``BaseSearchCV.fit``); these
+# names go with it.
+from sklearn.metrics._scorer import _MultimetricScorer as MultimetricScorer
+from sklearn.model_selection._validation import _fit_and_score as fit_and_score
+from sklearn.model_selection._validation import (
+    _insert_error_scores as insert_error_scores,
+)
+from sklearn.model_selection._validation import _score as score
+from sklearn.model_selection._validation import (
+    _warn_or_raise_about_fit_failures as warn_or_raise_about_fit_failures,
+)
+from sklearn.utils.metaestimators import _safe_split as safe_split
+from sklearn.utils.validation import _check_method_params as check_method_params
+from sklearn.utils.validation import _num_samples as num_samples
+
+# --------------------------------------------------------------------------- scipy
+
+_KERNELS = ("csr_row_index", "csc_matvecs")
+
+
+def _self_check(module):
+    """Whether scipy's compiled CSR kernels take the arguments sknets passes.
+
+    Runs both kernels once on a small matrix and compares with public scipy;
+    any exception or mismatch (a changed signature, a removed kernel) means
+    sknets uses the public operations instead: the same results, only slower.
+    """
+    try:
+        X = sp.random(7, 5, density=0.5, format="csr", random_state=0, dtype=float)
+        rows = np.array([4, 0, 4, 6], dtype=X.indptr.dtype)
+        counts = X.indptr[rows + 1] - X.indptr[rows]
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(X.indptr.dtype)
+        indices = np.empty(indptr[-1], dtype=X.indptr.dtype)
+        data = np.empty(indptr[-1], dtype=X.dtype)
+        module.csr_row_index(
+            len(rows), rows, X.indptr, X.indices, X.data, indices, data
+        )
+        got = sp.csr_matrix((data, indices, indptr), shape=(len(rows), 5)).toarray()
+        if not np.array_equal(got, X[rows].toarray()):
+            return False
+        dense = np.arange(14, dtype=float).reshape(7, 2)
+        out = np.zeros((5, 2))
+        module.csc_matvecs(
+            5, 7, 2, X.indptr, X.indices, X.data, dense.ravel(), out.ravel()
+        )
+        return bool(np.allclose(out, X.T @ dense))
+    except Exception:
+        return False
+
+
+try:
+    # The kernels behind scipy's own ``X[rows]`` and ``X.T @ dense``, called on
+    # plain arrays (no csr_matrix built per batch). Self-checked at import;
+    # None means: use public scipy. Can go if scipy exposes array-level kernels.
+    from scipy.sparse import _sparsetools as sparsetools
+except ImportError:  # pragma: no cover - depends on the installed scipy
+    sparsetools = None
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    if sparsetools is not None and not (
+        all(hasattr(sparsetools, k) for k in _KERNELS) and _self_check(sparsetools)
+    ):  # pragma: no cover - depends on the installed scipy
+        sparsetools = None
