@@ -1,7 +1,7 @@
 """Shared estimator logic: validation, device, seeding, the skorch net, fitted state."""
 
-import copy
 import warnings
+from dataclasses import asdict, replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -9,7 +9,6 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import assert_all_finite, check_random_state
@@ -33,25 +32,22 @@ from sknets._compat import (
     check_sample_weight,
     fit_context,
 )
-from sknets._summary import layer_summary
-from sknets._training import (
+from sknets._engine import (
     ArrayDataset,
-    EpochMonitor,
-    SkorchNet,
+    Rollback,
+    StoppingState,
+    TrainingInterrupted,
+    build_net,
     output_activation,
     predict_raw,
+    train,
     widest_activation,
 )
+from sknets._plan import Phase, StoppingRules, TrainingPlan
+from sknets._summary import layer_summary
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
-_MONITOR_STATE = (
-    "no_improvement_count",
-    "best_loss",
-    "best_score",
-    "best_epoch",
-    "t",
-    "learning_rate",
-)
+_HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_score", "dur")
 
 
 def resolve_device(device):
@@ -132,30 +128,7 @@ def _move_net(net, device):
     state = net.optimizer_.state_dict()
     net.module_.to(device)
     net.optimizer_.load_state_dict(state)  # casts moment buffers to the new device
-    net.device = device
-
-
-def _snapshot_net(net):
-    monitor = net.callbacks_[0][1]
-    return (
-        copy.deepcopy(net.module_.state_dict()),
-        copy.deepcopy(net.optimizer_.state_dict()),
-        len(net.history),
-        dict(monitor.__dict__),
-        net.device,
-    )
-
-
-def _restore_net(net, snapshot):
-    module_state, optim_state, n_epochs, monitor_state, device = snapshot
-    net.module_.to(device)
-    net.module_.load_state_dict(module_state)
-    net.optimizer_.load_state_dict(optim_state)
-    del net.history[n_epochs:]
-    monitor = net.callbacks_[0][1]
-    monitor.__dict__.clear()
-    monitor.__dict__.update(monitor_state)
-    net.device = device
+    net.set_params(device=device)
 
 
 def _check_solver(est):
@@ -307,281 +280,300 @@ class _BaseNet(BaseEstimator):
 
         A call that raises leaves the estimator exactly as it was before the
         call: unfitted if it was, else with its previous fitted state and
-        weights. ``epoch_callback(epoch, net, monitor, stopping)`` is called
-        after each completed epoch (see :meth:`EpochMonitor.prepare`); the
-        epoch-reusing search uses it to score every requested ``max_iter`` in
-        one run.
+        weights. The exception is Ctrl-C after at least one completed epoch:
+        the estimator keeps those epochs, then ``KeyboardInterrupt`` is
+        re-raised. ``epoch_callback(epoch, net, monitor, stopping)`` is called
+        after each completed epoch (see :class:`~sknets._engine.EpochMonitor`);
+        the epoch-sharing search scores every requested ``max_iter`` in one
+        run with it.
         """
         saved = dict(self.__dict__)
-        net = saved.get("net_")
-        snapshot = _snapshot_net(net) if net is not None else None
         try:
             return self._fit_body(X, y, sample_weight, incremental, epoch_callback)
+        except TrainingInterrupted:
+            raise  # the completed epochs are kept
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
-            if snapshot is not None:
-                _restore_net(net, snapshot)
             raise
 
     def _fit_body(self, X, y, sample_weight, incremental, epoch_callback):
         self._check_params()
-        first_pass = not hasattr(self, "net_") or (
-            not self.warm_start and not incremental
-        )
+        previous = self.__dict__.get("net_")
+        first_pass = previous is None or (not self.warm_start and not incremental)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         X, target, n_outputs = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = check_sample_weight(sample_weight, X, dtype=X.dtype)
-        device = resolve_device(self.device)
-        dtype = self._compute_dtype(X) if first_pass else self._dtype
-        _check_representable(X, dtype)
-        out_act = self._output_activation()
-        rng = check_random_state(self.random_state)
-        if not first_pass and isinstance(self.random_state, Integral):
-            # Continuing (partial_fit, warm_start): fresh batches and dropout
-            # masks for each call, still reproducible for the same calls.
-            # (scikit-learn's MLP reseeds identically, repeating one order.)
-            rng = np.random.RandomState([self.random_state, len(self.net_.history)])
-        init_seed, shuffle_seed = rng.randint(np.iinfo(np.int32).max, size=2)
-
-        if self.early_stopping:
-            X, X_val, target, t_val, sample_weight, w_val = self._split_validation(
-                X, target, n_outputs, sample_weight, rng
-            )
-            valid = ArrayDataset(
-                X_val,
-                t_val,
-                w_val,
-                device=device,
-                dtype=dtype,
-                sparse_batches=self._sparse_batches,
-            )
-        else:
-            valid = None
-        n_samples = X.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn(
-                    "Got `batch_size` less than 1 or larger than "
-                    "sample size. It is going to be clipped"
-                )
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-        if self.solver == "lbfgs":
-            batch_size = n_samples
-        train = ArrayDataset(
+        plan = self._make_plan(
+            X.shape[0],
+            incremental=incremental,
+            first_pass=first_pass,
+            x_dtype=X.dtype,
+            stratify=target if (n_outputs == 1 and self._is_classifier()) else None,
+            n_epochs_before=0 if first_pass else len(previous.history),
+        )
+        _check_representable(X, plan.dtype)
+        data = ArrayDataset(
             X,
             target,
             sample_weight,
-            device=device,
-            dtype=dtype,
+            device=plan.device,
+            dtype=plan.dtype,
             sparse_batches=self._sparse_batches,
         )
+        train_data, valid_data = data, None
+        if plan.valid_rows is not None:
+            train_data = data.subset(plan.train_rows)
+            valid_data = data.subset(plan.valid_rows)
 
-        cuda = [device.index or 0] if device.type == "cuda" else []
+        cuda = [plan.device.index or 0] if plan.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(int(init_seed))
+            torch.manual_seed(plan.torch_seed)
             if first_pass:
-                net, monitor = self._new_net(
-                    X.shape[1], n_outputs, device, dtype, sparse_input=sp.issparse(X)
-                )
+                module = self._build_module(X.shape[1], n_outputs, sp.issparse(X))
+                module = module.to(dtype=plan.dtype)
+                state = StoppingState(learning_rate=plan.lr, base_learning_rate=plan.lr)
+                previous = rollback = None
             else:
-                net, monitor = self.net_, self.net_.callbacks_[0][1]
-                _move_net(net, device)
-                if not incremental:
-                    net.initialize_optimizer()
-                    monitor.learning_rate = self.learning_rate_init
-            net.out_activation = out_act
-            net.alpha, net.l1_ratio = self.alpha, self.l1_ratio
-            self._configure_forward(net)
-            net.valid_batch_size_ = self._predict_batch_rows(net.module_, X)
-            net.batch_size_, net.shuffle_, net.seed_ = (
-                batch_size,
-                self.shuffle,
-                shuffle_seed,
-            )
-            monitor.verbose = self.verbose
-            monitor.prepare(
-                valid_data=valid,
-                score_fn=None
-                if valid is None
-                else (lambda raw: self._score_raw(raw, valid, out_act)),
-                t=0 if first_pass else self.t_,
+                module = previous.module_
+                state = dict(previous.callbacks_)["monitor"].state
+                if not incremental:  # a new optimizer, as scikit-learn's fit
+                    state = replace(
+                        state, learning_rate=plan.lr, base_learning_rate=plan.lr
+                    )
+                rollback = self.__dict__.get("_rollback") or Rollback()
+                self._rollback = rollback.save(previous)
+                n_epochs_before = len(previous.history)
+            net = build_net(
+                plan,
+                module,
+                state=state,
+                valid_batch_size=self._predict_batch_rows(module, X),
+                sparse_batches=self._sparse_batches,
+                valid=valid_data,
                 epoch_callback=epoch_callback,
+                previous=previous,
             )
-            epochs = 1 if (incremental or self.solver == "lbfgs") else self.max_iter
             try:
-                net.partial_fit(train, epochs=epochs)
-            except torch.OutOfMemoryError as exc:
-                raise torch.OutOfMemoryError(
-                    f"{device} ran out of memory while training with batch_size="
-                    f"{batch_size}. Use a smaller batch_size, a smaller network, "
-                    f"dtype='float32', or device='cpu'. ({exc})"
-                ) from exc
-            finally:
-                monitor.release()
-            if len(net.history) and "train_loss" not in net.history[-1]:
-                net.history.pop()  # an epoch cut short by an interrupt
+                interrupted = train(net, train_data, plan)
+                self._finish(net, plan, n_outputs, interrupted)
+            except TrainingInterrupted:
+                raise
+            except BaseException:
+                if rollback is not None:
+                    rollback.restore(previous)
+                    del previous.history[n_epochs_before:]
+                raise
+        return self
+
+    def _finish(self, net, plan, n_outputs, interrupted):
+        """Fitted attributes from the trained net; raise if training failed."""
+        monitor = dict(net.callbacks_)["monitor"]
+        net.set_params(train_split=None)  # the validation rows are not kept
         if monitor.stop_reason == "diverged":
             raise ValueError(
                 "Training diverged: the loss became NaN or infinite. Lower "
                 "learning_rate_init, scale the inputs (e.g. StandardScaler), or "
                 "increase alpha. The estimator was left as it was before this call."
             )
-        if monitor.stop_reason is None and monitor.epochs_run < epochs:
-            warnings.warn("Training interrupted by user.")
-        if self.early_stopping and monitor.best_state is not None:
-            net.module_.load_state_dict(monitor.best_state)
-
-        self.net_ = net
-        self._dtype, self._device = dtype, device
-        self.out_activation_ = out_act
-        self.n_outputs_ = n_outputs
-        self._set_fit_attributes(net, monitor, incremental, epochs)
-        self._set_model_attributes()
+        if interrupted and monitor.epochs_run == 0:
+            raise KeyboardInterrupt  # nothing completed: the estimator as it was
+        if plan.stopping.early_stopping and monitor.state.best_state is not None:
+            net.module_.load_state_dict(monitor.state.best_state)
         if not all(torch.isfinite(p).all() for p in net.module_.parameters()):
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
             )
-        return self
+        net.module_.eval()  # predictions toggle nothing; training sets train mode
+        self.net_ = net
+        self._dtype, self._device = plan.dtype, plan.device
+        self.out_activation_ = plan.out_activation
+        self.n_outputs_ = n_outputs
+        self._set_fit_attributes(net, monitor, plan, interrupted)
+        self._set_model_attributes()
+        if interrupted:
+            raise TrainingInterrupted(
+                f"Training interrupted after {monitor.epochs_run} completed "
+                "epoch(s); the estimator keeps them."
+            )
 
-    def _configure_forward(self, net):
-        """Pass ``compile`` and ``autocast`` to the net (at fit and predict time)."""
-        if self.compile is False:
-            net.compile_options_ = None
-        else:
-            net.compile_options_ = {} if self.compile is True else dict(self.compile)
-        net.autocast_ = bool(self.autocast)
+    # ----------------------------------------------------------------- plan
 
-    def _new_net(self, n_features, n_outputs, device, dtype, sparse_input=False):
-        module = self._build_module(n_features, n_outputs, sparse_input)
-        module = module.to(dtype=dtype)
-        monitor = EpochMonitor(
-            tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
-            early_stopping=self.early_stopping,
-            lr_schedule=self.learning_rate if self.solver == "sgd" else None,
-            learning_rate_init=self.learning_rate_init,
-            power_t=self.power_t,
-            verbose=self.verbose,
-            stochastic=self.solver in _STOCHASTIC_SOLVERS,
-        )
+    def _phases(self, first_pass, incremental):
+        """Learning rate (and frozen part) epoch by epoch: one phase here."""
+        lr = 1.0 if self.solver == "lbfgs" else self.learning_rate_init
+        return (Phase(epochs=None, lr=lr),)
+
+    def _optimizer(self, device):
+        """The optimizer class and its keyword arguments (the lr excepted)."""
         # torch's fused kernels update all parameters in one pass: 3-4x faster
         # optimizer steps on CPU than the default per-tensor loop (same math).
         fused = device.type in ("cpu", "cuda")
         if self.solver == "adam":
-            optimizer, opt_kwargs = (
-                torch.optim.Adam,
-                {
-                    "optimizer__betas": (self.beta_1, self.beta_2),
-                    "optimizer__eps": self.epsilon,
-                    "optimizer__fused": fused,
-                },
-            )
-        elif self.solver == "sgd":
-            optimizer, opt_kwargs = (
-                torch.optim.SGD,
-                {
-                    "optimizer__momentum": self.momentum,
-                    "optimizer__nesterov": bool(
-                        self.nesterovs_momentum and self.momentum > 0
-                    ),
-                    "optimizer__fused": fused,
-                },
+            return torch.optim.Adam, {
+                "betas": (self.beta_1, self.beta_2),
+                "eps": self.epsilon,
+                "fused": fused,
+            }
+        if self.solver == "sgd":
+            return torch.optim.SGD, {
+                "momentum": self.momentum,
+                "nesterov": bool(self.nesterovs_momentum and self.momentum > 0),
+                "fused": fused,
+            }
+        return torch.optim.LBFGS, {
+            "max_iter": self.max_iter,
+            "max_eval": self.max_fun,
+            "tolerance_grad": self.tol,
+            "tolerance_change": 1e-9,
+            "history_size": 10,
+            "line_search_fn": "strong_wolfe",
+        }
+
+    def _make_plan(
+        self,
+        n_samples,
+        *,
+        incremental,
+        first_pass,
+        x_dtype,
+        stratify=None,
+        n_epochs_before=0,
+        split=True,
+    ):
+        """Resolve the parameters, once, into the plan of this call.
+
+        The seeds: an integer ``random_state`` gives the same initialization,
+        row orders and dropout masks on every run; a continuing call
+        (``partial_fit``, ``warm_start``) draws new row orders and masks per
+        call (still reproducible), and keeps the first call's validation
+        split, as scikit-learn's MLP does.
+        """
+        device = resolve_device(self.device)
+        if first_pass:
+            dtype = (
+                getattr(torch, self.dtype)
+                if self.dtype is not None
+                else (torch.float32 if x_dtype == np.float32 else torch.float64)
             )
         else:
-            optimizer, opt_kwargs = (
-                torch.optim.LBFGS,
-                {
-                    "optimizer__max_iter": self.max_iter,
-                    "optimizer__max_eval": self.max_fun,
-                    "optimizer__tolerance_grad": self.tol,
-                    "optimizer__tolerance_change": 1e-9,
-                    "optimizer__history_size": 10,
-                    "optimizer__line_search_fn": "strong_wolfe",
-                },
+            dtype = self._dtype
+        rng = check_random_state(self.random_state)
+        split_rng = rng
+        if not first_pass and isinstance(self.random_state, Integral):
+            # continuing: fresh batches and dropout masks for each call, still
+            # reproducible for the same calls (scikit-learn's MLP reseeds
+            # identically, repeating one order); the same validation split
+            split_rng = check_random_state(self.random_state)
+            split_rng.randint(np.iinfo(np.int32).max, size=2)
+            rng = np.random.RandomState([self.random_state, n_epochs_before])
+        torch_seed, shuffle_seed = (
+            int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2)
+        )
+        train_rows = valid_rows = None
+        if self.early_stopping and split:
+            train_rows, valid_rows = train_test_split(
+                np.arange(n_samples),
+                random_state=split_rng,
+                test_size=self.validation_fraction,
+                stratify=stratify,
             )
-        net = SkorchNet(
-            module=module,
-            criterion=torch.nn.Identity,  # the loss is SkorchNet.get_loss
+            if len(valid_rows) < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+        n_train = n_samples if train_rows is None else len(train_rows)
+        if self.solver == "lbfgs":
+            batch_size = n_train
+        elif self.batch_size == "auto":
+            batch_size = min(200, n_train)
+        else:
+            if self.batch_size > n_train:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than "
+                    "sample size. It is going to be clipped"
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_train))
+        optimizer, optimizer_kwargs = self._optimizer(device)
+        stochastic = self.solver in _STOCHASTIC_SOLVERS
+        return TrainingPlan(
+            first_pass=first_pass,
+            incremental=incremental,
+            epochs=1 if (incremental or not stochastic) else self.max_iter,
+            max_iter=self.max_iter,
+            batch_size=batch_size,
+            shuffle=bool(self.shuffle),
             optimizer=optimizer,
-            lr=1.0 if self.solver == "lbfgs" else self.learning_rate_init,
-            max_epochs=self.max_iter,
-            train_split=None,
-            callbacks=[("monitor", monitor)],
+            optimizer_kwargs=optimizer_kwargs,
+            phases=self._phases(first_pass, incremental),
+            stopping=StoppingRules(
+                tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change,
+                early_stopping=bool(self.early_stopping),
+                score="accuracy" if self._is_classifier() else "r2",
+                lr_schedule=self.learning_rate if self.solver == "sgd" else None,
+                power_t=self.power_t,
+                stochastic=stochastic,
+            ),
+            alpha=float(self.alpha),
+            l1_ratio=float(self.l1_ratio),
+            out_activation=self._output_activation(),
+            torch_seed=torch_seed,
+            shuffle_seed=shuffle_seed,
+            dtype=dtype,
             device=device,
-            verbose=0,
-            **opt_kwargs,
+            train_rows=train_rows,
+            valid_rows=valid_rows,
+            forward_compile=self._forward_compile(),
+            autocast=bool(self.autocast),
+            verbose=int(self.verbose),
         )
-        net.initialize()
-        return net, monitor
 
-    def _split_validation(self, X, target, n_outputs, sample_weight, rng):
-        # stratify binary problems only, as scikit-learn's MLP does
-        stratify = target if (n_outputs == 1 and self._is_classifier()) else None
-        arrays = [X, target] + ([] if sample_weight is None else [sample_weight])
-        parts = train_test_split(
-            *arrays,
-            random_state=rng,
-            test_size=self.validation_fraction,
-            stratify=stratify,
-        )
-        if parts[1].shape[0] < 2:
-            raise ValueError(
-                "The validation set is too small. Increase 'validation_fraction' "
-                "or the size of your dataset."
-            )
-        if sample_weight is None:
-            parts += [None, None]
-        return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
+    def _forward_compile(self):
+        if self.compile is False:
+            return None
+        return {} if self.compile is True else dict(self.compile)
 
     def _is_classifier(self):
         return False
 
-    def _set_fit_attributes(self, net, monitor, incremental, epochs):
-        rows = [
-            {
-                k: row[k]
-                for k in ("epoch_", "train_loss", "valid_loss", "valid_score", "dur")
-                if k in row
-            }
-            for row in net.history
-        ]
-        self.history_ = [
-            {("epoch" if k == "epoch_" else k): v for k, v in r.items()} for r in rows
-        ]
-        self.t_ = int(monitor.t)
+    def _set_fit_attributes(self, net, monitor, plan, interrupted):
+        rows = [{k: row[k] for k in _HISTORY_KEYS if k in row} for row in net.history]
+        self.history_ = rows
+        state = monitor.state
+        self.t_ = int(state.t)
         self.loss_ = float(rows[-1]["train_loss"]) if rows else np.nan
-        if self.solver in _STOCHASTIC_SOLVERS:
+        if plan.stopping.stochastic:
             self.n_iter_ = monitor.epochs_run
             self.loss_curve_ = [float(r["train_loss"]) for r in rows]
-            if self.early_stopping:
+            if plan.stopping.early_stopping:
                 self.validation_scores_ = [float(r["valid_score"]) for r in rows]
-                self.best_validation_score_ = float(monitor.best_score)
+                self.best_validation_score_ = float(state.best_score)
                 self.best_loss_ = None
-                self.best_epoch_ = monitor.best_epoch
+                self.best_epoch_ = state.best_epoch
             else:
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
-                self.best_loss_ = float(monitor.best_loss)
+                self.best_loss_ = float(state.best_loss)
             if (
-                not incremental
+                not plan.incremental
+                and not interrupted
                 and monitor.stop_reason is None
-                and self.n_iter_ == self.max_iter
+                and self.n_iter_ == plan.max_iter
             ):
                 warnings.warn(
-                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                    f"Stochastic Optimizer: Maximum iterations ({plan.max_iter}) "
                     "reached and the optimization hasn't converged yet.",
                     ConvergenceWarning,
                 )
         else:
-            state = net.optimizer_.state[next(iter(net.module_.parameters()))]
-            self.n_iter_ = int(state.get("n_iter", 0))
-            if self.n_iter_ >= self.max_iter:
+            opt_state = net.optimizer_.state[next(iter(net.module_.parameters()))]
+            self.n_iter_ = int(opt_state.get("n_iter", 0))
+            if self.n_iter_ >= plan.max_iter:
                 warnings.warn(
                     f"lbfgs failed to converge after {self.n_iter_} iteration(s): "
                     "the maximum number of iterations was reached. Increase max_iter "
@@ -596,7 +588,11 @@ class _BaseNet(BaseEstimator):
         return self.net_.module_
 
     def set_params(self, **params):
-        """Set parameters; on a fitted estimator a new ``device`` moves the model.
+        """Set parameters; a fitted network follows its new device and options.
+
+        On a fitted estimator a new ``device`` moves the model (weights and
+        optimizer state), and ``compile``/``autocast`` apply to the next
+        predictions.
 
         Parameters
         ----------
@@ -609,10 +605,23 @@ class _BaseNet(BaseEstimator):
             The estimator.
         """
         super().set_params(**params)
-        if "device" in params and "net_" in self.__dict__:
-            self._device = resolve_device(self.device)
-            _move_net(self.net_, self._device)
+        net = self.__dict__.get("net_")
+        if net is not None:
+            if "device" in params:
+                self._device = resolve_device(self.device)
+                _move_net(net, self._device)
+            if "compile" in params or "autocast" in params:
+                net.set_params(
+                    forward_compile=self._forward_compile(),
+                    autocast=bool(self.autocast),
+                )
         return self
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for name in ("_rollback", "_widest"):  # caches, rebuilt when needed
+            state.pop(name, None)
+        return state
 
     # ---------------------------------------------------------- persistence
 
@@ -633,14 +642,16 @@ class _BaseNet(BaseEstimator):
             for k, v in self.__dict__.items()
             if k.endswith("_") and not k.startswith("_") and k != "net_"
         }
-        monitor = self.net_.callbacks_[0][1]
+        stopping = asdict(dict(self.net_.callbacks_)["monitor"].state)
+        stopping.pop("best_state")  # the best weights are the module's
         state["_private"] = {
             "dtype": str(self._dtype).replace("torch.", ""),
             # the first layer's memory layout for sparse input (see SparseInputLinear)
             "sparse_input": any(
                 name.endswith("weight_t") for name, _ in self.module_.named_parameters()
             ),
-            "monitor": {k: getattr(monitor, k) for k in _MONITOR_STATE},
+            "batch_size": int(self.net_.batch_size),
+            "monitor": stopping,
             "extra": self._extra_state(),
         }
         return state
@@ -652,32 +663,46 @@ class _BaseNet(BaseEstimator):
         for name, value in fitted.items():
             setattr(self, name, value)
         self._load_extra_state(private["extra"])
-        dtype = getattr(torch, private["dtype"])
-        device = resolve_device(self.device)
+        self._dtype = getattr(torch, private["dtype"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # batch_size clipping, said at fit
+            plan = self._make_plan(
+                private.get("batch_size", 200),
+                incremental=False,
+                first_pass=False,
+                x_dtype=None,
+                split=False,
+            )
         with torch.random.fork_rng(devices=[]):
-            net, monitor = self._new_net(
+            module = self._build_module(
                 self.n_features_in_,
                 self.n_outputs_,
-                device,
-                dtype,
-                sparse_input=private.get("sparse_input", False),
-            )
+                private.get("sparse_input", False),
+            ).to(dtype=plan.dtype)
         try:
-            net.module_.load_state_dict(
-                {k: v.to(device) for k, v in module_state.items()}
-            )
+            module.load_state_dict(module_state)
         except RuntimeError as exc:
             raise ValueError(
                 "The saved weights do not match the network that the saved "
                 f"parameters build: {exc}"
             ) from exc
-        for name, value in private["monitor"].items():
-            setattr(monitor, name, value)
+        known = set(StoppingState.__dataclass_fields__)
+        saved = {k: v for k, v in private["monitor"].items() if k in known}
+        saved.setdefault("base_learning_rate", saved.get("learning_rate"))
+        net = build_net(
+            plan,
+            module.eval(),
+            state=StoppingState(**saved),
+            valid_batch_size=self._predict_batch_rows(
+                module, np.empty((0, self.n_features_in_))
+            ),
+            sparse_batches=self._sparse_batches,
+        )
         for row in self.history_:
             net.history.new_epoch()
             for key, value in row.items():
-                net.history.record("epoch_" if key == "epoch" else key, value)
-        self.net_, self._dtype, self._device = net, dtype, device
+                net.history.record(key, value)
+        self.net_, self._device = net, plan.device
         self._set_model_attributes()
         return self
 
@@ -733,7 +758,6 @@ class _BaseNet(BaseEstimator):
             sparse_batches=self._sparse_batches,
         )
         rows = self._predict_batch_rows(self.module_, X)
-        self._configure_forward(self.net_)
         raw = predict_raw(self.module_, data, rows, self.net_.infer)
         out = output_activation(raw, self.out_activation_)
         return out.to(device="cpu", dtype=torch.float64).numpy()
@@ -807,16 +831,6 @@ class _ClassifierNet(_BaseNet):
             False,
         )
         self._label_binarizer = lb
-
-    def _score_raw(self, raw, data, out_act):
-        """Accuracy (subset accuracy for multilabel) of raw outputs on ``data``."""
-        if out_act == "softmax":
-            correct = raw.argmax(1) == data.y
-        else:
-            correct = ((raw > 0) == (data.y.reshape(raw.shape) > 0)).all(1)
-        correct = correct.to(raw.dtype)
-        w = data.w
-        return float(correct.mean() if w is None else (w * correct).sum() / w.sum())
 
     @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -923,12 +937,6 @@ class _RegressorNet(_BaseNet):
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"
-
-    def _score_raw(self, raw, data, out_act):
-        """R^2 of raw outputs on ``data``."""
-        pred = output_activation(raw, out_act)
-        w = None if data.w is None else data.w.cpu().numpy()
-        return r2_score(data.y.cpu().numpy(), pred.cpu().numpy(), sample_weight=w)
 
     @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None):

@@ -24,7 +24,6 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -32,6 +31,7 @@ from torch import nn
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet, resolve_device
 from sknets._compat import Interval, StrOptions, fit_context
+from sknets._plan import Phase
 from sknets.modules._backbones import BACKBONES
 from sknets.modules._mlp import MLPModule
 
@@ -375,6 +375,11 @@ class FineTuneModule(nn.Module):
         super().__init__()
         self.features = features
         self.head = head
+
+    def set_frozen(self, frozen):
+        """Freeze or unfreeze the backbone (the head always trains)."""
+        self.features.set_frozen(frozen)
+        return self
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -974,86 +979,34 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
             dropout=self.dropout,
             batch_norm=self.batch_norm,
         )
-        features.set_frozen(getattr(self, "_freeze", self.fine_tune_lr is None))
         return FineTuneModule(features, head)
 
     # ------------------------------------------------------------ training
 
-    def _fit(self, X, y, sample_weight, incremental, epoch_callback=None):
-        """Two-phase training for ``fit``; one phase for warm starts and partial_fit."""
-        if incremental or (self.warm_start and hasattr(self, "net_")):
-            return self._continue(X, y, sample_weight, incremental, epoch_callback)
-        head = (
-            self.max_iter
-            if self.fine_tune_lr is None
-            else min(self.head_epochs, self.max_iter)
-        )
-        saved = dict(self.__dict__)
-        public = {
-            k: getattr(self, k)
-            for k in ("max_iter", "warm_start", "learning_rate_init")
-        }
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                n_head, n_iter = 0, 0
-                if head > 0:
-                    self._freeze, self.max_iter = True, head
-                    super()._fit(X, y, sample_weight, False, epoch_callback)
-                    n_head = n_iter = self.n_iter_
-                rest = public["max_iter"] - n_head
-                if self.fine_tune_lr is not None and rest > 0:
-                    self._freeze, self.max_iter = False, rest
-                    self.learning_rate_init = self.fine_tune_lr
-                    callback = epoch_callback
-                    if n_head:
-                        self.warm_start = True
-                        self.module_.features.set_frozen(False)
-                        self.net_.lr = self.fine_tune_lr
-                        self.net_.callbacks_[0][1].no_improvement_count = 0
-                        if epoch_callback is not None:
+    def _phases(self, first_pass, incremental):
+        """The plan's phases: the head alone, then the whole network.
 
-                            def callback(epoch, *args):
-                                return epoch_callback(epoch + n_head, *args)
-
-                    super()._fit(X, y, sample_weight, False, callback)
-                    n_iter += self.n_iter_
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
-        finally:
-            for k, v in public.items():
-                setattr(self, k, v)
-            self.__dict__.pop("_freeze", None)
-        if self.solver != "lbfgs":
-            self.n_iter_ = n_iter
-            monitor = self.net_.callbacks_[0][1]
-            if monitor.stop_reason is None and n_iter >= self.max_iter:
-                warnings.warn(
-                    f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                    "reached and the optimization hasn't converged yet.",
-                    ConvergenceWarning,
-                )
-        return self
-
-    def _continue(self, X, y, sample_weight, incremental, epoch_callback):
+        ``fit`` trains ``head_epochs`` epochs with the backbone frozen at
+        ``learning_rate_init`` (all ``max_iter`` when ``fine_tune_lr`` is
+        None), then the rest with everything trainable at ``fine_tune_lr``,
+        in one run on one validation split. A warm start or ``partial_fit``
+        continues in one phase: frozen at ``learning_rate_init`` when
+        ``fine_tune_lr`` is None, else trainable at ``fine_tune_lr``.
+        """
         frozen = self.fine_tune_lr is None
-        if not hasattr(self, "net_"):  # first partial_fit call
-            self._freeze = frozen
-            try:
-                return super()._fit(X, y, sample_weight, incremental, epoch_callback)
-            finally:
-                self.__dict__.pop("_freeze", None)
-        self.module_.features.set_frozen(frozen)
-        lr = self.learning_rate_init if frozen else self.fine_tune_lr
-        saved_lr = self.learning_rate_init
-        self.net_.lr = lr
-        self.learning_rate_init = lr
-        try:
-            return super()._fit(X, y, sample_weight, incremental, epoch_callback)
-        finally:
-            self.learning_rate_init = saved_lr
+        if not first_pass:
+            lr = self.learning_rate_init if frozen else self.fine_tune_lr
+            return (Phase(epochs=None, lr=lr, frozen=frozen),)
+        if frozen:
+            return (Phase(epochs=None, lr=self.learning_rate_init, frozen=True),)
+        phases = []
+        if self.head_epochs > 0:
+            phases.append(
+                Phase(epochs=self.head_epochs, lr=self.learning_rate_init, frozen=True)
+            )
+        if self.max_iter > self.head_epochs:
+            phases.append(Phase(epochs=None, lr=self.fine_tune_lr, frozen=False))
+        return tuple(phases)
 
     def _predict_batch_rows(self, module, X):
         """A few images per forward pass (images are large)."""

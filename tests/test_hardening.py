@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 import sknets
 from sknets import MLPClassifier, MLPRegressor, load, save
 from sknets._base import _BaseNet, resolve_device
-from sknets._training import ArrayDataset
+from sknets._engine import ArrayDataset
 from tests.test_common import CHECK_SETTINGS
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -89,7 +89,7 @@ def _no_training(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("training started before the input was rejected")
 
-    monkeypatch.setattr("sknets._training.SkorchNet.partial_fit", boom)
+    monkeypatch.setattr("sknets._engine.SkorchNet.partial_fit", boom)
 
 
 @pytest.mark.parametrize("case", sorted(FIT_CASES))
@@ -238,13 +238,17 @@ def test_cuda_out_of_memory_is_reraised_with_advice(data, monkeypatch):
     def oom(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
 
-    monkeypatch.setattr("sknets._training.SkorchNet.train_step", oom)
+    monkeypatch.setattr("sknets._engine.SkorchNet.train_step", oom)
     with pytest.raises(torch.OutOfMemoryError, match="smaller batch_size"):
         clf.fit(X, y)
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
-def test_interrupt_from_a_callback_keeps_completed_epochs(data):
+def test_keyboard_interrupt_from_a_callback_stops_training_like_skorch(data):
+    """A callback ends skorch's loop by raising KeyboardInterrupt: a clean stop.
+
+    (A user's Ctrl-C is a signal and is re-raised: tests/test_interrupt.py.)
+    """
     X, y = data
 
     def interrupt(epoch, net, monitor, stopping):
@@ -252,9 +256,11 @@ def test_interrupt_from_a_callback_keeps_completed_epochs(data):
             raise KeyboardInterrupt
 
     clf = MLPClassifier(**{**FAST, "max_iter": 10})
-    with pytest.warns(UserWarning, match="interrupted"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConvergenceWarning: it stopped
         clf._fit(X, y, None, incremental=False, epoch_callback=interrupt)
     assert clf.n_iter_ == 2 and [r["epoch"] for r in clf.history_] == [1, 2]
+    assert len(clf.net_.history) == 2
     assert clf.predict(X).shape == (len(X),)
 
 
@@ -447,12 +453,12 @@ def test_memmap_input_is_not_copied(data, tmp_path):
 
 def test_data_larger_than_gpu_memory_streams_from_host(monkeypatch):
     """Simulated: a device with too little free memory keeps X on the host."""
-    from sknets import _training
+    from sknets import _engine
 
     X = np.random.RandomState(0).normal(size=(50, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     on_device = MLPClassifier(**FAST).fit(X, y)
-    monkeypatch.setattr(_training, "fits_on_device", lambda X, dtype, device: False)
+    monkeypatch.setattr(_engine, "fits_on_device", lambda X, dtype, device: False)
     ds = ArrayDataset(X, y, device="cpu", dtype=torch.float32)
     assert ds.host
     Xb, (yb, _) = ds.take(torch.arange(10))

@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sknets import MLPClassifier, MLPRegressor
-from sknets._training import ArrayDataset
+from sknets._engine import ArrayDataset
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -385,8 +385,7 @@ def test_keyboard_interrupt_keeps_completed_epochs(digits):
 
     clf = MLPClassifier(max_iter=20, **FAST)
     clf._validate_params()
-    with pytest.warns(UserWarning, match="interrupted"):
-        clf._fit(X, y, None, incremental=False, epoch_callback=interrupt)
+    clf._fit(X, y, None, incremental=False, epoch_callback=interrupt)
     assert clf.n_iter_ == 3 and len(clf.history_) == 3
     three = MLPClassifier(max_iter=3, **FAST).fit(X, y)
     np.testing.assert_array_equal(clf.predict_proba(X), three.predict_proba(X))
@@ -511,7 +510,9 @@ def test_pickle_and_joblib_round_trip(digits, tmp_path):
     joblib.dump(clf, tmp_path / "m.joblib")
     loaded = joblib.load(tmp_path / "m.joblib")
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
-    assert loaded.net_.callbacks_[0][1].valid_data is None  # no training data kept
+    stopped = MLPClassifier(max_iter=3, early_stopping=True, **FAST).fit(X, y)
+    assert stopped.net_.train_split is None  # the validation rows are not kept
+    assert len(pickle.dumps(stopped)) < X.nbytes / 4  # nor any training data
 
 
 def test_unfitted_raises_not_fitted(digits):
@@ -536,7 +537,7 @@ def test_bad_input_raises_before_training(X_bad, y_bad, match, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("training started")
 
-    monkeypatch.setattr("sknets._training.SkorchNet.partial_fit", boom)
+    monkeypatch.setattr("sknets._engine.SkorchNet.partial_fit", boom)
     with pytest.raises(ValueError, match=match):
         MLPClassifier(**FAST).fit(X_bad, y_bad)
 
@@ -657,7 +658,7 @@ def test_partial_fit_calls_draw_new_batches_reproducibly(digits):
         seeds = []
         for _ in range(3):
             clf.partial_fit(X, y, classes=np.unique(y))
-            seeds.append(clf.net_.seed_)
+            seeds.append(clf.net_.iterator_train__seed)
         return clf, seeds
 
     a, seeds_a = run()

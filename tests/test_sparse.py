@@ -7,7 +7,7 @@ import torch
 
 from sknets import MLPClassifier, _compat
 from sknets._sparse import csr_t_matmul, take_rows
-from sknets._training import csr_tensor
+from sknets._engine import csr_tensor
 from sknets.modules import MLPModule
 from sknets.modules._mlp import SparseInputLinear
 

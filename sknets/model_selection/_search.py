@@ -270,15 +270,20 @@ def _fit_and_score_epochs_body(
 
     def on_epoch(epoch, skorch_net, monitor, stopping):
         if epoch in wanted and epoch != last and not stopping:
-            if net.early_stopping and monitor.best_state is not None:
+            best = monitor.state.best_state
+            if net.early_stopping and best is not None:
                 # a max_iter=epoch fit ends by restoring the best weights so far
-                state = {k: v.clone() for k, v in monitor.best_state.items()}
+                state = {k: v.clone() for k, v in best.items()}
             else:
                 state = {
                     k: v.detach().clone()
                     for k, v in skorch_net.module_.state_dict().items()
                 }
-            snapshots[epoch] = (state, time.time() - start_time, monitor.best_epoch)
+            snapshots[epoch] = (
+                state,
+                time.time() - start_time,
+                monitor.state.best_epoch,
+            )
 
     net.fit = _hooked_fit(net, on_epoch)
     try:
