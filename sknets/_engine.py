@@ -197,11 +197,17 @@ def as_tensor(a, dtype, device):
         a = np.asarray(a)
         if a.dtype == bool:
             a = a.astype(np.uint8)
-        with warnings.catch_warnings():
-            # read-only arrays (memmaps) are shared too: nothing writes to them
-            warnings.filterwarnings("ignore", message="The given NumPy array")
-            t = torch.from_numpy(a)
+        t = from_numpy(a)
     return t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
+
+
+def from_numpy(a):
+    """``torch.from_numpy``, read-only arrays (memmaps) included: only read."""
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array")
+        return torch.from_numpy(a)
 
 
 class BatchIterator:
