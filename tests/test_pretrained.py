@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 from sknets import FineTunedClassifier, PretrainedFeatureExtractor
-from sknets._pretrained import load_state_dict, weights_home
+from sknets._weights import load_state_dict, weights_home
 from sknets.modules import SqueezeNet11, resnet20_cifar, resnet56_cifar
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
