@@ -7,9 +7,7 @@ sknets never downloads anything.
 """
 
 import copy
-import io
 import os
-import pickle
 import warnings
 from numbers import Integral, Real
 
@@ -30,6 +28,7 @@ from torch import nn
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet, resolve_device
 from sknets._compat import Interval, StrOptions, fit_context
+from sknets._pickling import _BackbonePickleMixin
 from sknets._weights import make_backbone
 from sknets.modules._mlp import MLPModule
 
@@ -324,62 +323,6 @@ _IMAGE_PARAMS_DOC = """\
         ``uint8`` input is always mapped to ``[0, 1]`` first; float input is
         taken to be in ``[0, 1]`` already.
 """
-
-
-# --------------------------------------------------------------------------- pickling
-
-
-def _rebuild_tensor(array, dtype, requires_grad, parameter):
-    t = torch.from_numpy(array).to(getattr(torch, dtype))
-    if parameter:
-        return nn.Parameter(t, requires_grad=requires_grad)
-    return t.requires_grad_(requires_grad)
-
-
-class _StablePickler(pickle.Pickler):
-    """Pickle tensors by value (as NumPy arrays), not by storage address."""
-
-    def reducer_override(self, obj):
-        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-            name = str(obj.dtype).removeprefix("torch.")
-            if name not in ("bfloat16",) and not obj.is_sparse:
-                array = obj.detach().numpy()
-                parameter = isinstance(obj, nn.Parameter)
-                return _rebuild_tensor, (array, name, obj.requires_grad, parameter)
-        return NotImplemented
-
-
-class _ModuleBytes:
-    """A module parameter as bytes that are equal for equal modules.
-
-    torch pickles a tensor's storage under its memory address, so a module and
-    its deep copy (what ``clone`` gives) never hash alike in joblib, and
-    ``Pipeline(memory=...)`` would miss its cache. These bytes do not depend
-    on addresses.
-    """
-
-    def __init__(self, module):
-        buffer = io.BytesIO()
-        _StablePickler(buffer, protocol=4).dump(module)
-        self.data = buffer.getvalue()
-
-    def load(self):
-        return pickle.loads(self.data)
-
-
-class _BackbonePickleMixin:
-    """Pickle a module-valued ``backbone`` parameter in a hash-stable form."""
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # never the live __dict__
-        if isinstance(state.get("backbone"), nn.Module):
-            state["backbone"] = _ModuleBytes(state["backbone"])
-        return state
-
-    def __setstate__(self, state):
-        if isinstance(state.get("backbone"), _ModuleBytes):
-            state = {**state, "backbone": state["backbone"].load()}
-        super().__setstate__(state)
 
 
 # --------------------------------------------------------------------------- extractor
