@@ -27,7 +27,7 @@ from torch import nn
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet, resolve_device
 from sknets._compat import Interval, StrOptions, fit_context
-from sknets._images import _check_image_rows, _flatten_images, _fold_uint8, _target_size
+from sknets._images import _check_image_rows, _fold_uint8, _image_input, _target_size
 from sknets._pickling import _BackbonePickleMixin
 from sknets._weights import make_backbone
 from sknets.modules._images import FineTuneModule, ImageFeatures
@@ -77,8 +77,10 @@ _IMAGE_PARAMS_DOC = """\
     input_shape : tuple of int or None, default=None
         Shape ``(channels, height, width)`` or ``(height, width)`` of each
         flat row of a 2-D ``X``. Not needed for image arrays of shape
-        ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)``. Without it, rows
-        of a 2-D ``X`` go to a user module as they are.
+        ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)``, which are read
+        by the image input rule that all image estimators share (user guide,
+        *Image input*). Without it, rows of a 2-D ``X`` go to a user module
+        as they are.
 
     resize : 'auto', int, tuple of int or None, default='auto'
         Size the images are resized to (bilinear) before the backbone;
@@ -202,12 +204,7 @@ class PretrainedFeatureExtractor(
         self.random_state = random_state
 
     def _validate_images(self, X, reset):
-        X, shape = _flatten_images(X, self.input_shape)
-        if not reset and shape is not None and shape != self.image_shape_:
-            raise ValueError(
-                f"X holds images of shape {shape}; this extractor was fitted on "
-                f"{self.image_shape_}."
-            )
+        X, shape = _image_input(self, X, reset)
         X = validate_data(
             self, X, dtype=(np.float64, np.float32, np.uint8), reset=reset
         )
@@ -436,14 +433,9 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
     # ------------------------------------------------------------ input
 
     def _images(self, X, reset):
-        X, shape = _flatten_images(X, self.input_shape)
+        X, shape = _image_input(self, X, reset)
         if reset:
             self.image_shape_ = shape
-        elif shape is not None and shape != self.image_shape_:
-            raise ValueError(
-                f"X holds images of shape {shape}; this classifier was fitted on "
-                f"{self.image_shape_}."
-            )
         return X
 
     def _validate_X(self, X, reset):
