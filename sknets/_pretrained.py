@@ -25,7 +25,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from sknets import _docs
-from sknets._base import _BaseNet, _ClassifierNet, resolve_device
+from sknets._base import (
+    _BaseNet,
+    _check_representable,
+    _ClassifierNet,
+    resolve_device,
+)
 from sknets._compat import Interval, StrOptions, fit_context
 from sknets._images import _check_image_rows, _fold_uint8, _image_input, _target_size
 from sknets._pickling import _BackbonePickleMixin
@@ -153,7 +158,8 @@ class PretrainedFeatureExtractor(
     Notes
     -----
     The computation is float32; the output is float32 for float32 input and
-    float64 otherwise. Put the extractor first in a ``Pipeline(memory=...)``
+    float64 otherwise. Input values too large for float32 raise a
+    ``ValueError``. Put the extractor first in a ``Pipeline(memory=...)``
     so that a grid search over the later steps extracts features once.
 
     Examples
@@ -208,6 +214,7 @@ class PretrainedFeatureExtractor(
         X = validate_data(
             self, X, dtype=(np.float64, np.float32, np.uint8), reset=reset
         )
+        _check_representable(X, torch.float32)
         return X, shape
 
     @fit_context(prefer_skip_nested_validation=True)
@@ -218,7 +225,7 @@ class PretrainedFeatureExtractor(
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, ...)
             Images: flat rows (see ``input_shape``) or an image array. Only
-            their shape is used.
+            their shape is used, and that their values fit in float32.
         y : None
             Ignored.
 

@@ -97,6 +97,23 @@ def test_unknown_layer_lists_names():
         _resnet(layer="nope").fit(_images())
 
 
+def test_values_that_overflow_float32_are_refused():
+    X = _images() / 255.0  # float64 in [0, 1]
+    huge = X.copy()
+    huge[0, 0, 0, 0] = 1e300
+    ext = _resnet().fit(X)
+    with pytest.raises(ValueError, match="too large for float32"):
+        ext.transform(huge)
+    with pytest.raises(ValueError, match="too large for float32"):
+        _resnet().fit(huge)
+    # the classifier refuses them too when it computes in float32
+    clf = FineTunedClassifier(
+        "resnet20_cifar", weights=None, resize=None, dtype="float32", max_iter=1
+    )
+    with pytest.raises(ValueError, match="too large for float32"):
+        clf.fit(huge, np.arange(len(X)) % 2)
+
+
 def test_grayscale_and_uint8_input():
     gray = _images(channels=1)[..., 0]  # (n, H, W)
     ext = _resnet().fit(gray)
