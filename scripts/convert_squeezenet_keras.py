@@ -97,7 +97,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = args.out
     if out is None:
-        from sknets._pretrained import weights_home
+        from sknets._weights import weights_home
 
         out = weights_home() / "squeezenet1_1_imagenet.safetensors"
     state = convert(args.h5)

@@ -3,13 +3,12 @@
 import math
 from numbers import Integral
 
-import numpy as np
-import scipy.sparse as sp
 from sklearn.base import ClassifierMixin
 
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet
 from sknets._compat import Interval, StrOptions
+from sknets._images import _flatten_images
 from sknets.modules import ConvNetModule
 
 
@@ -53,9 +52,9 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
     reshapes to ``input_shape`` itself, so the estimator works after
     transformers in a :class:`~sklearn.pipeline.Pipeline` and inside
     :class:`~sklearn.model_selection.GridSearchCV`. Arrays of images
-    (``(n_samples, H, W)`` or ``(n_samples, C, H, W)``, channels first) are
-    accepted too. Binary, multiclass and multilabel (indicator ``y``)
-    problems; dense, pandas and sparse input.
+    (``(n_samples, H, W)``, ``(n_samples, H, W, C)`` or
+    ``(n_samples, C, H, W)``) are accepted too. Binary, multiclass and
+    multilabel (indicator ``y``) problems; dense, pandas and sparse input.
 
     Parameters
     ----------
@@ -99,7 +98,12 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         C-channel signals. Flat input must have ``prod(input_shape)``
         features, in C order (``X_images.reshape(n_samples, -1)``). None
         takes the shape of N-D input, and treats each row of 2-D input as a
-        1-channel signal of ``n_features`` values.
+        1-channel signal of ``n_features`` values. Image arrays
+        ``(n_samples, H, W)``, ``(n_samples, H, W, C)`` or
+        ``(n_samples, C, H, W)`` are read by the image input rule that all
+        image estimators share (user guide, *Image input*); ``input_shape``
+        decides between channels last and channels first where both would
+        do.
 
 {training}
     Attributes
@@ -276,42 +280,26 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
     # ----------------------------------------------------------------- input
 
     def _flatten_input(self, X, reset):
-        """Check N-D input against the expected sample shape, return flat rows.
+        """Flat rows of ``X`` by the image input rule (see ``sknets._images``).
 
         Returns ``(X, sample_shape)``: flat 2-D ``X`` and the module shape of
         N-D input (None for input that was already 2-D or not array-like).
+        N-D input must have the sample shape of ``input_shape`` in ``fit``
+        and that of ``input_shape_`` afterwards.
         """
-        if sp.issparse(X) or hasattr(X, "columns"):
-            return X, None
-        ndim = getattr(X, "ndim", None)
-        if ndim is None and isinstance(X, (list, tuple)):
-            try:
-                ndim = np.asarray(X).ndim
-            except ValueError:  # ragged: let validate_data explain
-                return X, None
-        if ndim is None or ndim <= 2:
-            return X, None
-        X = np.asarray(X)
-        if ndim > 4:
-            raise ValueError(
-                f"X has shape {X.shape}; expected flat rows (n_samples, n_features) "
-                "or images (n_samples, H, W) or (n_samples, C, H, W)."
-            )
-        shape = _module_shape(X.shape[1:])
+        name = type(self).__name__
         if not reset:
-            expected, what = self.input_shape_, f"input_shape_={self.input_shape_}"
+            expected = self.input_shape_
+            source = f"{name} (fitted, input_shape_={self.input_shape_})"
         elif self.input_shape is not None:
             expected = _module_shape(self.input_shape)
-            what = f"input_shape={tuple(self.input_shape)}"
+            source = f"{name}(input_shape={tuple(self.input_shape)})"
         else:
-            expected, what = shape, None
-        if shape != expected:
-            raise ValueError(
-                f"X has samples of shape {X.shape[1:]} but {type(self).__name__} "
-                f"expects {what} (channels first). For channels-last images use "
-                "np.moveaxis(X, -1, 1)."
-            )
-        return X.reshape(X.shape[0], -1), shape
+            expected = source = None
+        if expected is not None and len(expected) == 2:  # (C, L): (C, 1, L)
+            expected = (expected[0], 1, expected[1])
+        X, shape = _flatten_images(X, expected, source)
+        return X, None if shape is None else _module_shape(shape)
 
     def _resolve_input_shape(self, n_features, sample_shape):
         if sample_shape is not None:

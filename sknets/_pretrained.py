@@ -7,17 +7,12 @@ sknets never downloads anything.
 """
 
 import copy
-import io
 import os
-import pickle
-import sys
 import warnings
 from numbers import Integral, Real
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import (
     BaseEstimator,
     ClassifierMixin,
@@ -29,440 +24,19 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from sknets import _docs
-from sknets._base import _BaseNet, _ClassifierNet, resolve_device
+from sknets._base import (
+    _BaseNet,
+    _check_representable,
+    _ClassifierNet,
+    resolve_device,
+)
 from sknets._compat import Interval, StrOptions, fit_context
+from sknets._images import _check_image_rows, _fold_uint8, _image_input, _target_size
+from sknets._pickling import _BackbonePickleMixin
 from sknets._plan import Phase
-from sknets.modules._backbones import BACKBONES
+from sknets._weights import make_backbone
+from sknets.modules._images import FineTuneModule, ImageFeatures
 from sknets.modules._mlp import MLPModule
-
-_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".th")
-
-
-# --------------------------------------------------------------------------- weights
-
-
-def weights_home():
-    """Folder where named weights are looked up.
-
-    ``$SKNETS_HOME`` when set, else the platform's user cache folder:
-    ``$XDG_CACHE_HOME/sknets`` or ``~/.cache/sknets`` on Linux,
-    ``~/Library/Caches/sknets`` on macOS, ``%LOCALAPPDATA%\\sknets\\Cache`` on
-    Windows.
-
-    Returns
-    -------
-    path : pathlib.Path
-        The folder (it may not exist).
-    """
-    env = os.environ.get("SKNETS_HOME")
-    if env:
-        return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local"
-        return Path(base) / "sknets" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "sknets"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sknets"
-
-
-def load_state_dict(path):
-    """Read a state dict from ``.safetensors`` or a ``torch.save`` file.
-
-    ``torch.load`` runs with ``weights_only=True`` on the CPU. A checkpoint
-    holding a ``'state_dict'`` entry is unwrapped and ``module.`` prefixes
-    (``DataParallel``) are stripped.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The weights file.
-
-    Returns
-    -------
-    state_dict : dict of str to torch.Tensor
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict.")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def _is_path(weights):
-    weights = str(weights)
-    return (
-        Path(weights).suffix in _WEIGHT_SUFFIXES
-        or os.sep in weights
-        or "/" in weights
-        or Path(weights).exists()
-    )
-
-
-def _find_weights(weights, backbone_name, hint=None):
-    """Path of the weights file for ``weights`` (a path or a name), or an error."""
-    if _is_path(weights):
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"Weights file {str(path)!r} does not exist. sknets never downloads "
-                f"weights: put the file there, or pass weights=None for a randomly "
-                f"initialized {backbone_name}."
-            )
-        return path
-    home = weights_home()
-    for suffix in _WEIGHT_SUFFIXES:
-        if (home / f"{weights}{suffix}").is_file():
-            return home / f"{weights}{suffix}"
-    how = f" To make it, {hint}." if hint else ""
-    raise FileNotFoundError(
-        f"Pretrained weights {weights!r} for backbone {backbone_name!r} were not "
-        f"found, and sknets never downloads weights. Put the state dict at "
-        f"{home / (weights + '.safetensors')} (or .pt/.pth/.th next to it).{how} "
-        f"Set the SKNETS_HOME environment variable to use another folder than "
-        f"{home}, pass the file's path as weights='/path/to/file.pt', or pass "
-        f"weights=None for a randomly initialized network."
-    )
-
-
-def _load_into(module, path):
-    state = load_state_dict(path)
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"The weights in {path} do not fit the backbone {type(module).__name__}: "
-            f"{exc}"
-        ) from exc
-
-
-def _reset_parameters(module):
-    for m in module.modules():
-        if hasattr(m, "reset_parameters") and m is not module:
-            m.reset_parameters()
-    if hasattr(module, "reset_parameters"):
-        module.reset_parameters()
-
-
-def _torchvision_backbone(name, weights):
-    """A torchvision model; its default weights only from torch's local hub cache."""
-    try:
-        import torchvision
-    except Exception as exc:  # ImportError, or a torch/torchvision mismatch
-        raise ValueError(
-            f"Unknown backbone {name!r}. Built-in backbones: {sorted(BACKBONES)}. "
-            f"torchvision model names need torchvision, which cannot be imported "
-            f"here ({exc})."
-        ) from exc
-    try:
-        model = torchvision.models.get_model(name, weights=None)
-    except ValueError as exc:
-        raise ValueError(
-            f"Unknown backbone {name!r}: neither built in ({sorted(BACKBONES)}) nor "
-            f"a torchvision model."
-        ) from exc
-    enum = torchvision.models.get_model_weights(name).DEFAULT
-    mean, std = enum.transforms().mean, enum.transforms().std
-    size = enum.transforms().crop_size
-    size = size[0] if isinstance(size, (list, tuple)) else size
-    prep = {
-        "input_size": (3, int(size), int(size)),
-        "mean": tuple(mean),
-        "std": tuple(std),
-        "pixel_scale": 1.0,
-        "channel_order": "RGB",
-    }
-    if weights == "default":
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
-        if not cached.is_file():
-            raise FileNotFoundError(
-                f"torchvision's default weights for {name!r} are not in the local "
-                f"cache and sknets never downloads weights. Put {Path(enum.url).name} "
-                f"at {cached} (torchvision's own cache: `{name}(weights='DEFAULT')` "
-                f"on a connected machine fills it), pass a file as weights=..., or "
-                f"weights=None for a randomly initialized network."
-            )
-        _load_into(model, cached)
-    elif weights is not None:
-        _load_into(model, _find_weights(weights, name))
-    return model, prep
-
-
-def make_backbone(backbone, weights):
-    """Build ``backbone`` and load ``weights``; return ``(module, preprocessing)``.
-
-    Random initialization draws from torch's current random state, which the
-    caller seeds. ``preprocessing`` is None for a user module.
-    """
-    if not isinstance(backbone, (str, nn.Module)):  # a class or factory
-        module = backbone()
-        if not isinstance(module, nn.Module):
-            raise TypeError(
-                f"backbone={backbone!r} returned {type(module).__name__}, not a "
-                f"torch.nn.Module."
-            )
-        backbone = module
-    if isinstance(backbone, nn.Module):
-        module = copy.deepcopy(backbone)
-        if weights is None:
-            _reset_parameters(module)
-        elif weights != "default":
-            _load_into(module, _find_weights(weights, type(backbone).__name__))
-        return module, getattr(module, "preprocessing", None)
-    if backbone not in BACKBONES:
-        return _torchvision_backbone(backbone, weights)
-    factory, default_name, hint = BACKBONES[backbone]
-    module = factory()
-    if weights is not None:
-        name = default_name if weights == "default" else weights
-        _load_into(module, _find_weights(name, backbone, hint))
-    return module, dict(module.preprocessing)
-
-
-# --------------------------------------------------------------------------- module
-
-
-class _Captured(Exception):
-    """Raised from a hook once the requested activations are in hand."""
-
-
-def _in_channels(module):
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return None
-
-
-class ImageFeatures(nn.Module):
-    """Flat rows -> images -> backbone activations at one layer -> 2-D features.
-
-    Rows are reshaped to ``image_shape`` (C, H, W); one channel is repeated
-    when the backbone takes more; images are resized to ``size`` and put
-    through the backbone's own normalization. The activations of ``layer``
-    (the input of the last leaf module when None: the penultimate layer) are
-    global-average pooled when they are maps. While ``frozen``, the backbone
-    stays in eval mode and runs without gradients. Images and 2-D weights are
-    held in channels-last memory order, which the CPU convolution kernels
-    prefer (measured: transform 1.2x faster with ResNet-20, 1.6x with
-    SqueezeNet 1.1).
-    """
-
-    def __init__(self, backbone, layer, image_shape, size, preprocessing):
-        super().__init__()
-        self.backbone = backbone.to(memory_format=torch.channels_last)
-        self.layer = layer
-        self.image_shape = None if image_shape is None else tuple(image_shape)
-        self.size = None if size is None else tuple(size)
-        self.in_channels = _in_channels(backbone)
-        prep = preprocessing or {}
-        self.pixel_scale = float(prep.get("pixel_scale", 1.0))
-        self.bgr = prep.get("channel_order", "RGB") == "BGR"
-        if prep.get("mean") is not None:
-            mean = torch.tensor(prep["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
-            std = torch.tensor(prep["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
-            self.register_buffer("mean", mean)
-            self.register_buffer("std", std)
-        else:
-            self.mean = self.std = None
-        self.frozen = False
-        self._target()  # fail early on an unknown layer
-
-    def set_frozen(self, frozen):
-        """Freeze (no gradients, eval mode) or unfreeze the backbone."""
-        self.frozen = bool(frozen)
-        for p in self.backbone.parameters():
-            p.requires_grad_(not self.frozen)
-        self.train(self.training)
-        return self
-
-    def train(self, mode=True):
-        super().train(mode)
-        if self.frozen:
-            self.backbone.eval()
-        return self
-
-    def _target(self):
-        if self.layer is not None:
-            named = dict(self.backbone.named_modules())
-            if self.layer not in named or self.layer == "":
-                names = [n for n in named if n]
-                raise ValueError(
-                    f"layer={self.layer!r} is not a module of the backbone; "
-                    f"named modules are: {names[:40]}"
-                    f"{' ...' if len(names) > 40 else ''}"
-                )
-            return named[self.layer], "output"
-        leaves = [m for m in self.backbone.modules() if not list(m.children())]
-        if leaves and leaves[-1] is not self.backbone:
-            return leaves[-1], "input"
-        return self.backbone, "output"
-
-    def preprocess(self, x):
-        """Reshape flat rows into images and normalize them for the backbone."""
-        if self.image_shape is None:
-            return x
-        x = x.reshape(-1, *self.image_shape)
-        if self.in_channels is not None and x.shape[1] != self.in_channels:
-            if x.shape[1] != 1:
-                raise ValueError(
-                    f"The backbone takes {self.in_channels} channels, the images "
-                    f"have {x.shape[1]}."
-                )
-            x = x.expand(-1, self.in_channels, -1, -1)
-        if self.size is not None and tuple(x.shape[-2:]) != self.size:
-            shrink = x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1]
-            x = F.interpolate(
-                x,
-                size=self.size,
-                mode="bilinear",
-                align_corners=False,
-                antialias=shrink,
-            )
-        if self.pixel_scale != 1.0:
-            x = x * self.pixel_scale
-        if self.bgr:
-            x = x.flip(1)
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last)
-
-    def _activations(self, x):
-        module, where = self._target()
-        if module is self.backbone and where == "output":
-            out = self.backbone(x)
-        else:
-            store = []
-
-            def grab(value):
-                store.append(value)
-                raise _Captured
-
-            if where == "input":
-                handle = module.register_forward_pre_hook(lambda m, a: grab(a[0]))
-            else:
-                handle = module.register_forward_hook(lambda m, a, o: grab(o))
-            try:
-                out = self.backbone(x)
-            except _Captured:
-                out = store[0]
-            finally:
-                handle.remove()
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        if out.ndim > 2:
-            out = out.flatten(2).mean(2)
-        return out
-
-    def forward(self, x):
-        x = self.preprocess(x)
-        if self.frozen:
-            with torch.no_grad():
-                return self._activations(x)
-        return self._activations(x)
-
-
-class FineTuneModule(nn.Module):
-    """:class:`ImageFeatures` followed by a new head."""
-
-    def __init__(self, features, head):
-        super().__init__()
-        self.features = features
-        self.head = head
-
-    def set_frozen(self, frozen):
-        """Freeze or unfreeze the backbone (the head always trains)."""
-        self.features.set_frozen(frozen)
-        return self
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-# --------------------------------------------------------------------------- input
-
-
-def _image_shape(shape, input_shape):
-    """(C, H, W) from ``input_shape`` for flat rows."""
-    if input_shape is None:
-        return None
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) == 2:
-        shape = (1, *shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(
-            f"input_shape must be (height, width) or (channels, height, width), "
-            f"got {input_shape!r}."
-        )
-    return shape
-
-
-def _flatten_images(X, input_shape):
-    """Return ``(X_2d, image_shape)``; N-D image arrays become flat CHW rows.
-
-    3-D arrays are (n, H, W) grayscale; 4-D arrays are (n, H, W, C) when the
-    last axis has 1 or 3 entries and the second does not, else (n, C, H, W).
-    """
-    ndim = getattr(X, "ndim", None)
-    if ndim is None or ndim <= 2:
-        return X, _image_shape(None, input_shape)
-    X = np.asarray(X)
-    if X.ndim == 3:
-        X = X[:, None]
-    elif X.ndim == 4:
-        if X.shape[-1] in (1, 3) and X.shape[1] not in (1, 3):
-            X = X.transpose(0, 3, 1, 2)
-    else:
-        raise ValueError(f"Expected 2-D, 3-D or 4-D X, got {X.ndim}-D.")
-    shape = X.shape[1:]
-    if input_shape is not None and _image_shape(None, input_shape) != shape:
-        raise ValueError(
-            f"input_shape={input_shape!r} does not match the images' shape "
-            f"(channels, height, width) = {shape}."
-        )
-    return np.ascontiguousarray(X).reshape(X.shape[0], -1), shape
-
-
-def _check_image_rows(n_features, image_shape, preprocessing, backbone):
-    if image_shape is None:
-        if preprocessing is not None:
-            raise ValueError(
-                f"Backbone {backbone!r} takes images: pass input_shape=(channels, "
-                f"height, width) or (height, width) for flat rows of X, or X as "
-                f"an array of shape (n, H, W), (n, H, W, C) or (n, C, H, W)."
-            )
-        return
-    if int(np.prod(image_shape)) != n_features:
-        raise ValueError(
-            f"X has {n_features} features per row but input_shape "
-            f"{image_shape} holds {int(np.prod(image_shape))} values."
-        )
-
-
-def _target_size(resize, preprocessing):
-    if resize is None:
-        return None
-    if isinstance(resize, str):  # 'auto'
-        if preprocessing is None:
-            return None
-        return tuple(preprocessing["input_size"][-2:])
-    if isinstance(resize, Integral):
-        return (int(resize), int(resize))
-    return tuple(int(s) for s in resize)
-
-
-def _fold_uint8(X):
-    """uint8 pixels in [0, 255] -> float32 in [0, 1]."""
-    if X.dtype == np.uint8:
-        return X.astype(np.float32) / np.float32(255.0)
-    return X
-
 
 _IMAGE_CONSTRAINTS = {
     "backbone": [str, nn.Module, callable],
@@ -508,8 +82,10 @@ _IMAGE_PARAMS_DOC = """\
     input_shape : tuple of int or None, default=None
         Shape ``(channels, height, width)`` or ``(height, width)`` of each
         flat row of a 2-D ``X``. Not needed for image arrays of shape
-        ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)``. Without it, rows
-        of a 2-D ``X`` go to a user module as they are.
+        ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)``, which are read
+        by the image input rule that all image estimators share (user guide,
+        *Image input*). Without it, rows of a 2-D ``X`` go to a user module
+        as they are.
 
     resize : 'auto', int, tuple of int or None, default='auto'
         Size the images are resized to (bilinear) before the backbone;
@@ -522,62 +98,6 @@ _IMAGE_PARAMS_DOC = """\
         ``uint8`` input is always mapped to ``[0, 1]`` first; float input is
         taken to be in ``[0, 1]`` already.
 """
-
-
-# --------------------------------------------------------------------------- pickling
-
-
-def _rebuild_tensor(array, dtype, requires_grad, parameter):
-    t = torch.from_numpy(array).to(getattr(torch, dtype))
-    if parameter:
-        return nn.Parameter(t, requires_grad=requires_grad)
-    return t.requires_grad_(requires_grad)
-
-
-class _StablePickler(pickle.Pickler):
-    """Pickle tensors by value (as NumPy arrays), not by storage address."""
-
-    def reducer_override(self, obj):
-        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-            name = str(obj.dtype).removeprefix("torch.")
-            if name not in ("bfloat16",) and not obj.is_sparse:
-                array = obj.detach().numpy()
-                parameter = isinstance(obj, nn.Parameter)
-                return _rebuild_tensor, (array, name, obj.requires_grad, parameter)
-        return NotImplemented
-
-
-class _ModuleBytes:
-    """A module parameter as bytes that are equal for equal modules.
-
-    torch pickles a tensor's storage under its memory address, so a module and
-    its deep copy (what ``clone`` gives) never hash alike in joblib, and
-    ``Pipeline(memory=...)`` would miss its cache. These bytes do not depend
-    on addresses.
-    """
-
-    def __init__(self, module):
-        buffer = io.BytesIO()
-        _StablePickler(buffer, protocol=4).dump(module)
-        self.data = buffer.getvalue()
-
-    def load(self):
-        return pickle.loads(self.data)
-
-
-class _BackbonePickleMixin:
-    """Pickle a module-valued ``backbone`` parameter in a hash-stable form."""
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # never the live __dict__
-        if isinstance(state.get("backbone"), nn.Module):
-            state["backbone"] = _ModuleBytes(state["backbone"])
-        return state
-
-    def __setstate__(self, state):
-        if isinstance(state.get("backbone"), _ModuleBytes):
-            state = {**state, "backbone": state["backbone"].load()}
-        super().__setstate__(state)
 
 
 # --------------------------------------------------------------------------- extractor
@@ -638,7 +158,8 @@ class PretrainedFeatureExtractor(
     Notes
     -----
     The computation is float32; the output is float32 for float32 input and
-    float64 otherwise. Put the extractor first in a ``Pipeline(memory=...)``
+    float64 otherwise. Input values too large for float32 raise a
+    ``ValueError``. Put the extractor first in a ``Pipeline(memory=...)``
     so that a grid search over the later steps extracts features once.
 
     Examples
@@ -689,15 +210,11 @@ class PretrainedFeatureExtractor(
         self.random_state = random_state
 
     def _validate_images(self, X, reset):
-        X, shape = _flatten_images(X, self.input_shape)
-        if not reset and shape is not None and shape != self.image_shape_:
-            raise ValueError(
-                f"X holds images of shape {shape}; this extractor was fitted on "
-                f"{self.image_shape_}."
-            )
+        X, shape = _image_input(self, X, reset)
         X = validate_data(
             self, X, dtype=(np.float64, np.float32, np.uint8), reset=reset
         )
+        _check_representable(X, torch.float32)
         return X, shape
 
     @fit_context(prefer_skip_nested_validation=True)
@@ -708,7 +225,7 @@ class PretrainedFeatureExtractor(
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, ...)
             Images: flat rows (see ``input_shape``) or an image array. Only
-            their shape is used.
+            their shape is used, and that their values fit in float32.
         y : None
             Ignored.
 
@@ -923,14 +440,9 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
     # ------------------------------------------------------------ input
 
     def _images(self, X, reset):
-        X, shape = _flatten_images(X, self.input_shape)
+        X, shape = _image_input(self, X, reset)
         if reset:
             self.image_shape_ = shape
-        elif shape is not None and shape != self.image_shape_:
-            raise ValueError(
-                f"X holds images of shape {shape}; this classifier was fitted on "
-                f"{self.image_shape_}."
-            )
         return X
 
     def _validate_X(self, X, reset):

@@ -234,6 +234,46 @@ def test_channels_first_multichannel_images():
     )
 
 
+def test_channels_last_images_give_the_channels_first_predictions():
+    rng = np.random.RandomState(0)
+    last = rng.uniform(size=(24, 6, 7, 3))  # (n, H, W, C)
+    first = np.ascontiguousarray(np.moveaxis(last, -1, 1))  # (n, C, H, W)
+    y = np.arange(24) % 3
+    on_first = ConvNetClassifier(**FAST).fit(first, y)
+    on_last = ConvNetClassifier(**FAST).fit(last, y)
+    given = ConvNetClassifier(input_shape=(3, 6, 7), **FAST).fit(last, y)
+    assert on_first.input_shape_ == on_last.input_shape_ == (3, 6, 7)
+    assert given.input_shape_ == (3, 6, 7)
+    expected = on_first.predict_proba(first)
+    for est in (on_first, on_last, given):
+        for X in (first, last, first.reshape(24, -1)):
+            np.testing.assert_array_equal(est.predict_proba(X), expected)
+    np.testing.assert_array_equal(on_last.predict(last), on_first.predict(first))
+    with pytest.raises(ValueError, match=r"\(6, 7, 1\) but .*input_shape_=\(3, 6, 7\)"):
+        on_last.predict(last[..., :1])
+    with pytest.raises(ValueError, match=r"\(7, 6, 3\) but .*input_shape_=\(3, 6, 7\)"):
+        on_last.predict(last.transpose(0, 2, 1, 3))
+
+
+def test_input_shape_decides_between_the_two_readings_of_4d_images():
+    # (n, 8, 5, 3) reads as channels last, unless input_shape says otherwise
+    X, y = _random(12, (8, 5, 3))
+    assert ConvNetClassifier(**FAST).fit(X, y).input_shape_ == (3, 8, 5)
+    clf = ConvNetClassifier(input_shape=(8, 5, 3), **FAST).fit(X, y)
+    assert clf.input_shape_ == (8, 5, 3)
+    np.testing.assert_array_equal(
+        clf.predict_proba(X), clf.predict_proba(X.reshape(12, -1))
+    )
+    # a multichannel signal given channels first, (n, C, 1, L) with L = 3
+    X, y = _random(12, (4, 1, 3))
+    clf = ConvNetClassifier(input_shape=(4, 1, 3), **FAST).fit(X, y)
+    assert clf.input_shape_ == (4, 3)
+    assert type(clf.module_.conv1) is torch.nn.Conv1d
+    np.testing.assert_array_equal(
+        clf.predict_proba(X), clf.predict_proba(X.reshape(12, -1))
+    )
+
+
 def test_shape_mismatch_errors(digits):
     X, y = digits
     with pytest.raises(ValueError, match=r"64 features but input_shape=\(7, 7\)"):
@@ -241,9 +281,9 @@ def test_shape_mismatch_errors(digits):
     images = X.reshape(-1, 8, 8)
     with pytest.raises(ValueError, match=r"shape \(8, 8\) but .*input_shape=\(64,\)"):
         ConvNetClassifier(input_shape=(64,), **FAST).fit(images, y)
-    rgb_last = np.repeat(images[..., None], 3, axis=-1)
-    with pytest.raises(ValueError, match="channels first.*moveaxis"):
-        ConvNetClassifier(input_shape=(3, 8, 8), **FAST).fit(rgb_last, y)
+    gray_last = images[..., None]  # (n, 8, 8, 1): one channel, not three
+    with pytest.raises(ValueError, match=r"\(8, 8, 1\) but .*= \(3, 8, 8\)"):
+        ConvNetClassifier(input_shape=(3, 8, 8), **FAST).fit(gray_last, y)
     with pytest.raises(ValueError, match="expected flat rows"):
         ConvNetClassifier(**FAST).fit(images[:, None, None], y)
     with pytest.raises(ValueError, match="input_shape must be"):

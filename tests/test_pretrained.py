@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from torch import nn
 
 from sknets import FineTunedClassifier, PretrainedFeatureExtractor
-from sknets._pretrained import load_state_dict, weights_home
+from sknets._weights import load_state_dict, weights_home
 from sknets.modules import SqueezeNet11, resnet20_cifar, resnet56_cifar
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
@@ -95,6 +95,23 @@ def test_default_layer_is_the_input_of_the_last_module():
 def test_unknown_layer_lists_names():
     with pytest.raises(ValueError, match="layer1"):
         _resnet(layer="nope").fit(_images())
+
+
+def test_values_that_overflow_float32_are_refused():
+    X = _images() / 255.0  # float64 in [0, 1]
+    huge = X.copy()
+    huge[0, 0, 0, 0] = 1e300
+    ext = _resnet().fit(X)
+    with pytest.raises(ValueError, match="too large for float32"):
+        ext.transform(huge)
+    with pytest.raises(ValueError, match="too large for float32"):
+        _resnet().fit(huge)
+    # the classifier refuses them too when it computes in float32
+    clf = FineTunedClassifier(
+        "resnet20_cifar", weights=None, resize=None, dtype="float32", max_iter=1
+    )
+    with pytest.raises(ValueError, match="too large for float32"):
+        clf.fit(huge, np.arange(len(X)) % 2)
 
 
 def test_grayscale_and_uint8_input():

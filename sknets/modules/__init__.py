@@ -10,11 +10,14 @@ from sknets.modules._backbones import (
     resnet56_cifar,
 )
 from sknets.modules._convnet import ConvNetModule, conv_output_size
+from sknets.modules._images import FineTuneModule, ImageFeatures
 from sknets.modules._mlp import MLPModule, glorot_init_
 
 __all__ = [
     "CifarResNet",
     "ConvNetModule",
+    "FineTuneModule",
+    "ImageFeatures",
     "MLPModule",
     "SqueezeNet11",
     "conv_output_size",
