@@ -36,7 +36,6 @@ from sknets._engine import (
     ArrayDataset,
     Rollback,
     StoppingState,
-    TrainingInterrupted,
     build_net,
     from_numpy,
     output_activation,
@@ -297,13 +296,19 @@ class _BaseNet(BaseEstimator):
         """
         saved = dict(self.__dict__)
         try:
-            return self._fit_body(X, y, sample_weight, incremental, epoch_callback)
-        except TrainingInterrupted:
-            raise  # the completed epochs are kept
+            interrupted = self._fit_body(
+                X, y, sample_weight, incremental, epoch_callback
+            )
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
+        if interrupted:  # Ctrl-C: the completed epochs are kept, then it goes on
+            raise KeyboardInterrupt(
+                f"Training interrupted by the user after {self.n_iter_} completed "
+                "epoch(s); the estimator keeps them."
+            )
+        return self
 
     def _fit_body(self, X, y, sample_weight, incremental, epoch_callback):
         self._check_params()
@@ -367,14 +372,12 @@ class _BaseNet(BaseEstimator):
             try:
                 interrupted = train(net, train_data, plan)
                 self._finish(net, plan, n_outputs, interrupted)
-            except TrainingInterrupted:
-                raise
             except BaseException:
                 if rollback is not None:
                     rollback.restore(previous)
                     del previous.history[n_epochs_before:]
                 raise
-        return self
+        return interrupted
 
     def _finish(self, net, plan, n_outputs, interrupted):
         """Fitted attributes from the trained net; raise if training failed."""
@@ -402,11 +405,6 @@ class _BaseNet(BaseEstimator):
         self.n_outputs_ = n_outputs
         self._set_fit_attributes(net, monitor, plan, interrupted)
         self._set_model_attributes()
-        if interrupted:
-            raise TrainingInterrupted(
-                f"Training interrupted after {monitor.epochs_run} completed "
-                "epoch(s); the estimator keeps them."
-            )
 
     # ----------------------------------------------------------------- plan
 

@@ -57,10 +57,6 @@ class StopTraining(KeyboardInterrupt):
     """
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during ``fit``, re-raised once the completed epochs are kept."""
-
-
 # --------------------------------------------------------------------------- data
 
 
