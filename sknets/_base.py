@@ -586,7 +586,6 @@ class _BaseNet(BaseEstimator):
                     "or scale the data.",
                     ConvergenceWarning,
                 )
-        self.n_layers_ = len(self._hidden_sizes()) + 2
 
     @property
     def module_(self):

@@ -29,6 +29,7 @@ class _MLPMixin:
         layers = [m for m in self.module_.modules() if isinstance(m, nn.Linear)]
         self.coefs_ = [m.weight.detach().cpu().numpy().T.copy() for m in layers]
         self.intercepts_ = [m.bias.detach().cpu().numpy().copy() for m in layers]
+        self.n_layers_ = len(self._hidden_sizes()) + 2
 
 
 def _init_params(self, **params):

@@ -520,6 +520,9 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
             phases.append(Phase(epochs=None, lr=self.fine_tune_lr, frozen=False))
         return tuple(phases)
 
+    def _set_model_attributes(self):
+        self.n_layers_ = len(self._hidden_sizes()) + 2  # the head's, as an MLP's
+
     def _predict_batch_rows(self, module, X):
         """A few images per forward pass (images are large)."""
         return self.batch_size if isinstance(self.batch_size, Integral) else 200
