@@ -122,20 +122,29 @@ def _convnet(e):
 
 # --------------------------------------------------------------- contenders
 
+# layers whose weights (not biases) sknets' ``alpha`` penalizes
+PENALIZED = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
 
 def _seeded(make):
     torch.manual_seed(0)
     return make()
 
 
-def run_plain(w, args, tuned=False):
+def run_plain(w, args, tuned=False, *, dtype=torch.float32, alpha=0.0, record=None):
     """The limit: tensors loaded once, batches sliced from a permutation.
 
     ``tuned``: the same loop with what sknets does on top (torch's fused
     Adam, channels-last images for the CNN, prediction in 256-row batches).
+    ``dtype``: of the module and the data. ``alpha``: scikit-learn's L2
+    penalty, ``alpha / 2 * ||W||^2 / n`` on the weights (not the biases) of
+    each batch of ``n`` rows. ``record``: a list that receives, per epoch,
+    ``(seconds, loss)``; the loop then also computes each epoch's mean loss
+    (sknets' ``loss_curve_``), accumulated on the device and read once per
+    epoch, and times each epoch from the permutation to that read.
     """
     device = torch.device(args.device)
-    module = _seeded(w["module"]).to(device)
+    module = _seeded(w["module"]).to(device, dtype)
     if tuned and isinstance(module, CNN):
         module.channels_last = True
         module = module.to(memory_format=torch.channels_last)
@@ -144,26 +153,39 @@ def run_plain(w, args, tuned=False):
     autocast = torch.autocast(
         device.type, torch.bfloat16, enabled=tuned and args.autocast
     )
+    weights = [m.weight for m in module.modules() if isinstance(m, PENALIZED)]
     X, y = w["X"], torch.as_tensor(w["y"]).to(device)
     sparse = not isinstance(X, np.ndarray)
-    Xt = None if sparse else torch.from_numpy(X).to(device)
+    Xt = None if sparse else torch.from_numpy(X).to(device, dtype)
     g = torch.Generator().manual_seed(0)
     n, bs = X.shape[0], args.batch_size
     start = time.perf_counter()
     for _ in range(args.epochs):
+        epoch_start = time.perf_counter()
+        total = 0.0
         perm = torch.randperm(n, generator=g)
         permd = perm.to(device)
         for i in range(0, n, bs):
             if sparse:
-                xb = torch.from_numpy(X[perm[i : i + bs].numpy()].toarray()).to(device)
+                xb = torch.from_numpy(X[perm[i : i + bs].numpy()].toarray())
+                xb = xb.to(device, dtype)
             else:
                 xb = Xt[permd[i : i + bs]]
+            yb = y[permd[i : i + bs]]
             with autocast:
                 out = forward(xb)
-            loss = F.cross_entropy(out.float(), y[permd[i : i + bs]])
+            loss = F.cross_entropy(out.to(dtype), yb)
+            if alpha:
+                squares = sum((W * W).sum() for W in weights)
+                loss = loss + alpha * 0.5 * squares / len(yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if record is not None:
+                total = total + loss.detach() * len(yb)
+        if record is not None:
+            epoch_loss = float(total) / n
+            record.append((time.perf_counter() - epoch_start, epoch_loss))
     _sync(device)
     fit = time.perf_counter() - start
 
@@ -175,7 +197,7 @@ def run_plain(w, args, tuned=False):
         with torch.inference_mode():
             for i in range(0, Xp.shape[0], step):
                 xb = Xp[i : i + step]
-                xb = torch.from_numpy(xb.toarray() if sparse else xb).to(device)
+                xb = torch.from_numpy(xb.toarray() if sparse else xb).to(device, dtype)
                 with autocast:
                     out = forward(xb)
                 outs.append(torch.softmax(out.float(), 1).cpu())
