@@ -36,6 +36,7 @@ from sknets._engine import (
     ArrayDataset,
     Rollback,
     StoppingState,
+    as_tensor,
     build_net,
     from_numpy,
     output_activation,
@@ -752,18 +753,21 @@ class _BaseNet(BaseEstimator):
         if "net_" not in self.__dict__:
             check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        module = self.net_.module_
-        param = next(module.parameters())
-        _check_representable(X, param.dtype)
-        data = ArrayDataset(
-            X,
-            device=param.device,
-            dtype=param.dtype,
-            lazy=True,
-            sparse_batches=self._sparse_batches,
-        )
-        rows = self._predict_batch_rows(module, X)
-        raw = predict_raw(module, data, rows, self.net_.infer)
+        dtype, device = self._dtype, self._device
+        _check_representable(X, dtype)
+        net = self.net_
+        rows = self._predict_batch_rows(net.module_, X)
+        if X.shape[0] <= rows and not sp.issparse(X):
+            data = as_tensor(X, dtype, device)  # one dense batch: no dataset
+        else:
+            data = ArrayDataset(
+                X,
+                device=device,
+                dtype=dtype,
+                lazy=True,
+                sparse_batches=self._sparse_batches,
+            )
+        raw = predict_raw(net.module_, data, rows, net.infer)
         out = output_activation(raw, self.out_activation_)
         return out.to(device="cpu", dtype=torch.float64).numpy()
 

@@ -268,14 +268,19 @@ def weighted_mean(losses, w):
     return (w * losses).sum() / w.sum()
 
 
-def penalized_parameters(module):
-    """Weights of the linear and convolutional layers (biases and norms excluded)."""
-    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d)
+def penalized_layers(module):
+    """The linear and convolutional layers, whose weights (not biases) are penalized."""
     return [
-        m.weight
-        for m in module.modules()
-        if isinstance(m, kinds) and m.weight.requires_grad
+        m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
     ]
+
+
+def _sum_of_squares(p):
+    """``(p * p).sum()``, in one kernel where ``p`` is contiguous."""
+    if p.is_contiguous():
+        v = p.view(-1)
+        return torch.dot(v, v)
+    return (p * p).sum()
 
 
 def output_activation(raw, out_activation):
@@ -301,6 +306,16 @@ class WeightedLoss(nn.Module):
 
     def forward(self, raw, y_true):
         y, w = y_true
+        if w is None:  # the same means, in one reduction (fewer kernels)
+            act = self.out_activation
+            if act == "softmax":
+                return F.cross_entropy(raw, y)
+            if act == "logistic":
+                y = y.to(raw.dtype).reshape(raw.shape)
+                total = F.binary_cross_entropy_with_logits(raw, y, reduction="sum")
+                return total / raw.shape[0]
+            if act == "identity":
+                return 0.5 * F.mse_loss(raw, y.to(raw.dtype).reshape(raw.shape))
         return weighted_mean(sample_losses(raw, y, self.out_activation), w)
 
 
@@ -416,6 +431,7 @@ class SkorchNet(NeuralNet):
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_compiled", None)
+        state.pop("_penalized", None)
         return state
 
     def get_train_step_accumulator(self):
@@ -433,13 +449,21 @@ class SkorchNet(NeuralNet):
 
     def penalty(self, n):
         """sklearn's ``alpha/2 * ||W||^2 / n``, mixed with L1 by ``l1_ratio``."""
-        params = penalized_parameters(self.module_)  # walked once per batch
+        cached = self.__dict__.get("_penalized")  # the module is walked once
+        if cached is None or cached[0] is not self.module_:
+            cached = (self.module_, penalized_layers(self.module_))
+            self.__dict__["_penalized"] = cached
+        params = [m.weight for m in cached[1]]
+        params = [p for p in params if p.requires_grad]  # phases freeze some
         value = 0.0
         if self.l1_ratio < 1:
-            value = 0.5 * (1.0 - self.l1_ratio) * sum((p * p).sum() for p in params)
+            squares = sum(_sum_of_squares(p) for p in params)
+            value = (0.5 * (1.0 - self.l1_ratio) * self.alpha) * squares
         if self.l1_ratio > 0:
-            value = value + self.l1_ratio * sum(p.abs().sum() for p in params)
-        return self.alpha * value / n
+            value = value + (self.l1_ratio * self.alpha) * sum(
+                p.abs().sum() for p in params
+            )
+        return value / n
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -922,7 +946,7 @@ def widest_activation(module, n_features):
 
 
 def predict_raw(module, X, batch_size, forward=None):
-    """Raw outputs of ``module`` for an :class:`ArrayDataset`, in eval mode.
+    """Raw outputs of ``module`` for an :class:`ArrayDataset` or a batch, in eval mode.
 
     Batches are large and run under ``torch.inference_mode``, through
     ``forward`` (e.g. :meth:`SkorchNet.infer`) when given. A module in train
@@ -935,6 +959,8 @@ def predict_raw(module, X, batch_size, forward=None):
         module.eval()
     try:
         with torch.inference_mode():
+            if isinstance(X, torch.Tensor):  # one batch, already a tensor
+                return forward(X)
             if len(X) <= batch_size:  # one batch: no iterator
                 return forward(X.take(slice(None))[0])
             outs = [

@@ -7,7 +7,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from sknets.modules._mlp import ACTIVATIONS, _per_layer, glorot_init_
+from sknets.modules._mlp import ACTIVATIONS, SettledModeMixin, _per_layer, glorot_init_
 
 _LAYERS = {
     1: {
@@ -88,7 +88,7 @@ class _ImageRows(nn.Unflatten):
         return super().forward(x).contiguous(memory_format=torch.channels_last)
 
 
-class ConvNetModule(nn.Sequential):
+class ConvNetModule(SettledModeMixin, nn.Sequential):
     """Convolutional blocks and a dense head over flat input rows.
 
     The input is a batch of flat rows; the first layer (``reshape``) turns

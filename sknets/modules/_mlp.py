@@ -123,7 +123,21 @@ class SparseInputLinear(nn.Linear):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class MLPModule(nn.Module):
+class SettledModeMixin:
+    """``train(mode)`` returns at once when every submodule is in ``mode`` already.
+
+    skorch puts the module in train mode before every batch; torch's
+    ``Module.train`` sets the flag on every submodule each time (about 20 us
+    for a small MLP, 2% of a digits batch). The result is the same.
+    """
+
+    def train(self, mode=True):
+        if all(m.training == mode for m in self.modules()):
+            return self
+        return super().train(mode)
+
+
+class MLPModule(SettledModeMixin, nn.Module):
     """Multi-layer perceptron: ``Linear -> [BatchNorm] -> activation -> [Dropout]``.
 
     Parameters
