@@ -172,16 +172,20 @@ def _self_check(module):
         return False
 
 
+def _checked(module):
+    """``module`` if it has both kernels and they pass the self-check, else None."""
+    if module is None or not all(hasattr(module, k) for k in _KERNELS):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return module if _self_check(module) else None
+
+
 try:
     # The kernels behind scipy's own ``X[rows]`` and ``X.T @ dense``, called on
     # plain arrays (no csr_matrix built per batch). Self-checked at import;
     # None means: use public scipy. Can go if scipy exposes array-level kernels.
-    from scipy.sparse import _sparsetools as sparsetools
+    from scipy.sparse import _sparsetools
 except ImportError:  # pragma: no cover - depends on the installed scipy
-    sparsetools = None
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    if sparsetools is not None and not (
-        all(hasattr(sparsetools, k) for k in _KERNELS) and _self_check(sparsetools)
-    ):  # pragma: no cover - depends on the installed scipy
-        sparsetools = None
+    _sparsetools = None
+sparsetools = _checked(_sparsetools)

@@ -4,6 +4,7 @@ import io
 import pickle
 import warnings
 from contextlib import redirect_stderr
+from inspect import signature
 
 import joblib
 import numpy as np
@@ -120,10 +121,13 @@ def test_loss_matches_sklearn_definition_at_initialization(digits):
     theirs.coefs_, theirs.intercepts_ = ours.coefs_, ours.intercepts_
     theirs._label_binarizer.fit(y)
     Y = theirs._label_binarizer.transform(y)
+    # scikit-learn 1.7 added sample_weight to this private method
+    has_weights = "sample_weight" in signature(theirs._backprop).parameters
+    weights = [None] if has_weights else []
     loss, *_ = theirs._backprop(
         X,
         Y,
-        None,
+        *weights,
         [X] + [None] * 2,
         [None] * 2,
         [np.empty_like(c) for c in ours.coefs_],
