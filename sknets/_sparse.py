@@ -45,9 +45,13 @@ def take_rows(X, rows):
     np.cumsum(X.indptr[rows + 1] - X.indptr[rows], out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=index)
     data = np.empty(indptr[-1], dtype=X.data.dtype)
-    _compat.sparsetools.csr_row_index(
-        len(rows), rows, X.indptr, X.indices, X.data, indices, data
-    )
+    try:
+        _compat.sparsetools.csr_row_index(
+            len(rows), rows, X.indptr, X.indices, X.data, indices, data
+        )
+    except TypeError:  # a kernel whose signature changed: public scipy
+        Xb = X[rows]
+        return Xb.indptr, Xb.indices, Xb.data
     return indptr, indices, data
 
 
@@ -65,8 +69,12 @@ def csr_t_matmul(indptr, indices, data, n_cols, dense):
         A = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
         return np.ascontiguousarray(A.T @ dense)
     out = np.zeros((n_cols, dense.shape[1]), data.dtype)
-    _compat.sparsetools.csc_matvecs(
-        n_cols, n_rows, dense.shape[1], indptr, indices, data, dense.ravel(),
-        out.ravel(),
-    )  # fmt: skip
+    try:
+        _compat.sparsetools.csc_matvecs(
+            n_cols, n_rows, dense.shape[1], indptr, indices, data, dense.ravel(),
+            out.ravel(),
+        )  # fmt: skip
+    except TypeError:  # a kernel whose signature changed: public scipy
+        A = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
+        return np.ascontiguousarray(A.T @ dense)
     return out

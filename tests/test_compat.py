@@ -92,3 +92,25 @@ def test_rejects_changed_kernels(overrides):
 
 def test_rejects_no_module():
     assert _compat._checked(None) is None
+
+
+def test_a_kernel_that_raises_type_error_at_run_time_falls_back(monkeypatch):
+    """A kernel that passed the self-check but raises TypeError on other input."""
+    import scipy.sparse as sp
+
+    from sknets._sparse import csr_t_matmul, take_rows
+
+    def refuses(*args):
+        raise TypeError("unsupported argument types")
+
+    monkeypatch.setattr(
+        _compat, "sparsetools", kernels(csr_row_index=refuses, csc_matvecs=refuses)
+    )
+    X = sp.random(20, 7, density=0.4, format="csr", random_state=1)
+    rows = np.array([3, 0, 19, 3])
+    indptr, indices, data = take_rows(X, rows)
+    got = sp.csr_matrix((data, indices, indptr), shape=(4, 7)).toarray()
+    np.testing.assert_array_equal(got, X[rows].toarray())
+    dense = np.arange(40.0).reshape(20, 2)
+    product = csr_t_matmul(X.indptr, X.indices, X.data, 7, dense)
+    np.testing.assert_allclose(product, X.T @ dense)

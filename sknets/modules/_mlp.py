@@ -91,17 +91,18 @@ class SparseInputLinear(nn.Linear):
     def __init__(self, in_features, out_features, bias=True, input_major=False):
         super().__init__(in_features, out_features, bias=bias)
         if input_major:
-            weight = self._parameters.pop("weight")
-            self.weight_t = nn.Parameter(weight.detach().t().contiguous())
+            weight = self.weight.detach().t().contiguous()
+            del self.weight
+            self.weight_t = nn.Parameter(weight)
+        self.register_state_dict_post_hook(_weight_to_state_dict)
+        self.register_load_state_dict_pre_hook(_weight_from_state_dict)
 
     @property
     def weight(self):
-        params = self._parameters
-        if "weight" in params:
-            return params["weight"]
-        if "weight_t" in params:
-            return params["weight_t"].t()
-        raise AttributeError("weight")  # during nn.Linear.__init__
+        try:
+            return nn.Module.__getattr__(self, "weight")
+        except AttributeError:  # the input-major layout
+            return nn.Module.__getattr__(self, "weight_t").t()
 
     def forward(self, X):
         if X.layout == torch.sparse_csr and X.device.type == "cpu":
@@ -109,18 +110,21 @@ class SparseInputLinear(nn.Linear):
             return _CSRMatmul.apply(X, self.weight.t()) + self.bias
         return super().forward(X)
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        if prefix + "weight_t" in destination:
-            bias = destination.pop(prefix + "bias", None)
-            destination[prefix + "weight"] = destination.pop(prefix + "weight_t").t()
-            if bias is not None:
-                destination[prefix + "bias"] = bias
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if "weight_t" in self._parameters and prefix + "weight" in state_dict:
-            state_dict[prefix + "weight_t"] = state_dict.pop(prefix + "weight").t()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+def _weight_to_state_dict(module, state_dict, prefix, local_metadata):
+    """State dicts hold ``weight`` (out, in) whatever the layout, before ``bias``."""
+    key = prefix + "weight_t"
+    if key in state_dict:
+        bias = state_dict.pop(prefix + "bias", None)
+        state_dict[prefix + "weight"] = state_dict.pop(key).t()
+        if bias is not None:
+            state_dict[prefix + "bias"] = bias
+
+
+def _weight_from_state_dict(module, state_dict, prefix, *args):
+    """A saved ``weight`` goes into ``weight_t`` in the input-major layout."""
+    if hasattr(module, "weight_t") and prefix + "weight" in state_dict:
+        state_dict[prefix + "weight_t"] = state_dict.pop(prefix + "weight").t()
 
 
 class SettledModeMixin:
