@@ -268,19 +268,18 @@ def weighted_mean(losses, w):
     return (w * losses).sum() / w.sum()
 
 
-def penalized_layers(module):
-    """The linear and convolutional layers, whose weights (not biases) are penalized."""
+def penalized_weights(module):
+    """Weights of the linear and convolutional layers (biases and norms excluded).
+
+    The parameters themselves: an input-major first layer's ``weight_t`` (its
+    sums of squares and of absolute values are the weight's).
+    """
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d)
     return [
-        m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+        getattr(m, "weight_t", None) if hasattr(m, "weight_t") else m.weight
+        for m in module.modules()
+        if isinstance(m, kinds)
     ]
-
-
-def _sum_of_squares(p):
-    """``(p * p).sum()``, in one kernel where ``p`` is contiguous."""
-    if p.is_contiguous():
-        v = p.view(-1)
-        return torch.dot(v, v)
-    return (p * p).sum()
 
 
 def output_activation(raw, out_activation):
@@ -451,13 +450,12 @@ class SkorchNet(NeuralNet):
         """sklearn's ``alpha/2 * ||W||^2 / n``, mixed with L1 by ``l1_ratio``."""
         cached = self.__dict__.get("_penalized")  # the module is walked once
         if cached is None or cached[0] is not self.module_:
-            cached = (self.module_, penalized_layers(self.module_))
+            cached = (self.module_, penalized_weights(self.module_))
             self.__dict__["_penalized"] = cached
-        params = [m.weight for m in cached[1]]
-        params = [p for p in params if p.requires_grad]  # phases freeze some
+        params = [p for p in cached[1] if p.requires_grad]  # phases freeze some
         value = 0.0
         if self.l1_ratio < 1:
-            squares = sum(_sum_of_squares(p) for p in params)
+            squares = sum((p * p).sum() for p in params)
             value = (0.5 * (1.0 - self.l1_ratio) * self.alpha) * squares
         if self.l1_ratio > 0:
             value = value + (self.l1_ratio * self.alpha) * sum(
