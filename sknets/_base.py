@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import assert_all_finite, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (
     check_classification_targets,
@@ -32,13 +32,13 @@ from sknets._compat import (
     check_sample_weight,
     fit_context,
 )
+from sknets._device import move_net, resolve_device
 from sknets._engine import (
     ArrayDataset,
     Rollback,
     StoppingState,
     as_tensor,
     build_net,
-    from_numpy,
     output_activation,
     predict_raw,
     train,
@@ -46,97 +46,15 @@ from sknets._engine import (
 )
 from sknets._plan import Phase, StoppingRules, TrainingPlan
 from sknets._summary import layer_summary
+from sknets._validation import assert_finite, check_representable
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_score", "dur")
 
 
-def resolve_device(device):
-    """Turn the ``device`` parameter into a ``torch.device`` that exists here.
-
-    ``'auto'`` is CUDA when available, else CPU. Anything torch cannot parse,
-    or a CUDA/MPS device this machine lacks, is a ``ValueError``.
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a valid device; use 'auto', 'cpu', 'cuda' "
-            f"or 'cuda:<index>'."
-        ) from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} was requested but CUDA is not available on this "
-                f"machine; use device='cpu' or device='auto'."
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={device!r} does not exist: this machine has "
-                f"{torch.cuda.device_count()} CUDA device(s)."
-            )
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(
-                f"device={device!r} was requested but MPS is not available."
-            )
-    elif dev.type != "cpu":
-        raise ValueError(f"device={device!r} is not supported; use 'cpu' or 'cuda'.")
-    return dev
-
-
-def _assert_finite(X, estimator):
-    """scikit-learn's NaN/inf check of ``X``, with its messages, summed fast.
-
-    A finite sum proves every value finite (scikit-learn's own shortcut).
-    Large arrays are summed by torch on all threads, 3x faster than NumPy on
-    10,000 MNIST rows, which matters next to a fast forward pass; small ones
-    by NumPy, which starts faster. Anything else gets scikit-learn's full
-    check and error.
-    """
-    values = X.data if sp.issparse(X) else X
-    if values.size == 0:
-        return
-    if values.size <= 65536:
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(values.sum()):
-                return
-    elif values.flags.c_contiguous or values.flags.f_contiguous:
-        if torch.isfinite(from_numpy(values).sum()):
-            return
-    assert_all_finite(values, input_name="X", estimator_name=type(estimator).__name__)
-
-
 def _rows_for(width):
     """Rows per prediction batch for activations ``width`` values wide."""
     return int(np.clip(2**22 // max(width, 1), 64, 8192))
-
-
-def _check_representable(X, dtype):
-    """Refuse data that overflows the compute dtype (float64 -> float32)."""
-    if dtype != torch.float32 or X.dtype != np.float64:
-        return
-    values = X.data if sp.issparse(X) else X
-    if values.size and np.abs(values).max() > np.finfo(np.float32).max:
-        raise ValueError(
-            "X contains values too large for float32 (the compute dtype): "
-            f"max |x| = {np.abs(values).max():.3g} > {np.finfo(np.float32).max:.3g}. "
-            "Scale the data (e.g. StandardScaler) or use dtype='float64'."
-        )
-
-
-def _move_net(net, device):
-    """Move a fitted skorch net (module and optimizer state) to ``device``."""
-    if torch.device(net.device) == device and all(
-        p.device == device for p in net.module_.parameters()
-    ):
-        return
-    state = net.optimizer_.state_dict()
-    net.module_.to(device)
-    net.optimizer_.load_state_dict(state)  # casts moment buffers to the new device
-    net.set_params(device=device)
 
 
 def _check_solver(est):
@@ -222,7 +140,7 @@ class _BaseNet(BaseEstimator):
             ensure_all_finite=False,
             reset=reset,
         )
-        _assert_finite(X, self)
+        assert_finite(X, self)
         return X
 
     def _validate_Xy(self, X, y, reset, **kwargs):
@@ -237,7 +155,7 @@ class _BaseNet(BaseEstimator):
             reset=reset,
             **kwargs,
         )
-        _assert_finite(X, self)
+        assert_finite(X, self)
         return X, y
 
     # --------------------------------------------------------------- checks
@@ -328,7 +246,7 @@ class _BaseNet(BaseEstimator):
             stratify=target if (n_outputs == 1 and self._is_classifier()) else None,
             n_epochs_before=0 if first_pass else len(previous.history),
         )
-        _check_representable(X, plan.dtype)
+        check_representable(X, plan.dtype)
         data = ArrayDataset(
             X,
             target,
@@ -615,7 +533,7 @@ class _BaseNet(BaseEstimator):
         if net is not None:
             if "device" in params:
                 self._device = resolve_device(self.device)
-                _move_net(net, self._device)
+                move_net(net, self._device)
             if "compile" in params or "autocast" in params:
                 net.set_params(
                     forward_compile=self._forward_compile(),
@@ -754,7 +672,7 @@ class _BaseNet(BaseEstimator):
             check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         dtype, device = self._dtype, self._device
-        _check_representable(X, dtype)
+        check_representable(X, dtype)
         net = self.net_
         rows = self._predict_batch_rows(net.module_, X)
         if X.shape[0] <= rows and not sp.issparse(X):

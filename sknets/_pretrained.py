@@ -24,16 +24,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from sknets import _docs
-from sknets._base import (
-    _BaseNet,
-    _check_representable,
-    _ClassifierNet,
-    resolve_device,
-)
+from sknets._base import _BaseNet, _ClassifierNet
 from sknets._compat import Interval, StrOptions, fit_context
+from sknets._device import resolve_device
 from sknets._images import _check_image_rows, _fold_uint8, _image_input, _target_size
 from sknets._pickling import _BackbonePickleMixin
 from sknets._plan import Phase
+from sknets._validation import check_representable
 from sknets._weights import make_backbone
 from sknets.modules._images import FineTuneModule, ImageFeatures
 from sknets.modules._mlp import MLPModule
@@ -214,7 +211,7 @@ class PretrainedFeatureExtractor(
         X = validate_data(
             self, X, dtype=(np.float64, np.float32, np.uint8), reset=reset
         )
-        _check_representable(X, torch.float32)
+        check_representable(X, torch.float32)
         return X, shape
 
     @fit_context(prefer_skip_nested_validation=True)

@@ -16,7 +16,8 @@ from sklearn.preprocessing import StandardScaler
 
 import sknets
 from sknets import MLPClassifier, MLPRegressor, load, save
-from sknets._base import _BaseNet, resolve_device
+from sknets._base import _BaseNet
+from sknets._device import resolve_device
 from sknets._engine import ArrayDataset
 from tests.test_common import CHECK_SETTINGS
 
