@@ -24,6 +24,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from sknets import _registry as registry
 from sknets._compat import (
     Interval,
     Options,
@@ -199,6 +200,11 @@ class _BaseNet(BaseEstimator):
         self : object
             The fitted estimator.
         """
+        if not (self.warm_start and "net_" in self.__dict__):
+            trained = registry.take(self, X, y, sample_weight)
+            if trained is not None:  # trained by an epoch-sharing search
+                self.__dict__.update(trained)
+                return self
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight, incremental, epoch_callback=None):

@@ -15,21 +15,15 @@ import sklearn
 
 __all__ = [
     "Interval",
-    "MultimetricScorer",
     "Options",
     "StrOptions",
     "check_matplotlib_support",
     "check_method_params",
     "check_partial_fit_first_call",
     "check_sample_weight",
-    "fit_and_score",
     "fit_context",
-    "insert_error_scores",
-    "num_samples",
     "safe_split",
-    "score",
     "sparsetools",
-    "warn_or_raise_about_fit_failures",
 ]
 
 SKLEARN_VERSION = tuple(int(p) for p in sklearn.__version__.split(".")[:2])
@@ -121,21 +115,11 @@ except ImportError:  # pragma: no cover - depends on the installed scikit-learn
             ) from exc
 
 
-# The epoch-sharing search still runs scikit-learn's per-fold machinery on its
-# own (issue 13 replaces it with a delegation to ``BaseSearchCV.fit``); these
-# names go with it.
-from sklearn.metrics._scorer import _MultimetricScorer as MultimetricScorer
-from sklearn.model_selection._validation import _fit_and_score as fit_and_score
-from sklearn.model_selection._validation import (
-    _insert_error_scores as insert_error_scores,
-)
-from sklearn.model_selection._validation import _score as score
-from sklearn.model_selection._validation import (
-    _warn_or_raise_about_fit_failures as warn_or_raise_about_fit_failures,
-)
+# The epoch-sharing search trains its runs on the folds before handing over
+# to scikit-learn's ``fit``: it splits rows and fit parameters as scikit-learn
+# does. Can go when these are public.
 from sklearn.utils.metaestimators import _safe_split as safe_split
 from sklearn.utils.validation import _check_method_params as check_method_params
-from sklearn.utils.validation import _num_samples as num_samples
 
 # --------------------------------------------------------------------------- scipy
 

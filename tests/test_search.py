@@ -281,3 +281,37 @@ def test_dask_backend_local_cluster(digits):
     # one torch thread per single-threaded Dask worker process
     assert threads.cv_results_["mean_test_score"].max() == 1
     assert remote.best_estimator_.max_iter == remote.best_params_["max_iter"]
+
+
+def test_trained_states_stand_in_only_for_their_own_fit(digits, epoch_counter):
+    """A state on offer is used by the fit with its parameters and data only."""
+    from sknets import _registry
+
+    X, y = digits
+    trained = _mlp(max_iter=2).fit(X[:100], y[:100])
+    params = trained.get_params(deep=False)
+    key = _registry.key(trained, params, _registry.fingerprint(X[:100], y[:100]))
+    params_names = set(trained._get_param_names())
+    state = {k: v for k, v in vars(trained).items() if k not in params_names}
+    epoch_counter.update(runs=0, epochs=0)
+    with _registry.offered({key: state}) as offer:
+        other_data = _mlp(max_iter=2).fit(X[:99], y[:99])
+        other_params = _mlp(max_iter=3).fit(X[:100], y[:100])
+        assert epoch_counter["runs"] == 2 and not offer.taken
+        same = _mlp(max_iter=2).fit(X[:100], y[:100])
+        assert epoch_counter["runs"] == 2 and offer.taken == {key}
+    np.testing.assert_array_equal(same.predict_proba(X), trained.predict_proba(X))
+    assert other_data.n_iter_ == 2 and other_params.n_iter_ == 3
+    again = _mlp(max_iter=2).fit(X[:100], y[:100])  # nothing on offer any more
+    assert epoch_counter["runs"] == 3 and again.n_iter_ == 2
+
+
+def test_search_is_scikit_learns_fit(digits, capsys):
+    """The search itself runs in scikit-learn's BaseSearchCV.fit (its verbose)."""
+    X, y = digits
+    grid = {"max_iter": [1, 2]}
+    GridSearchCV(_mlp(), grid, cv=2, verbose=1, refit=False).fit(X, y)
+    ours = capsys.readouterr().out
+    skms.GridSearchCV(_mlp(), grid, cv=2, verbose=1, refit=False).fit(X, y)
+    assert ours == capsys.readouterr().out
+    assert "Fitting 2 folds for each of 2 candidates, totalling 4 fits" in ours

@@ -9,36 +9,29 @@ held-out fold is scored at every requested epoch count on the way, through the
 (scoring, ``cv_results_``, ranking, refit) is scikit-learn's own code.
 """
 
+import copy
 import numbers
 import os
 import time
-from collections import defaultdict
 from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
 import torch
-from joblib import effective_n_jobs
+from joblib import effective_n_jobs, parallel_config
+from sklearn import get_config
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import indexable
 
+from sknets import _registry as registry
 from sknets._base import _BaseNet
-from sknets._compat import MultimetricScorer as _MultimetricScorer
 from sknets._compat import check_method_params as _check_method_params
-from sknets._compat import fit_and_score as _fit_and_score
 from sknets._compat import fit_context as _fit_context
-from sknets._compat import insert_error_scores as _insert_error_scores
-from sknets._compat import num_samples as _num_samples
 from sknets._compat import safe_split as _safe_split
-from sknets._compat import score as _score
-from sknets._compat import (
-    warn_or_raise_about_fit_failures as _warn_or_raise_about_fit_failures,
-)
 
 _EPOCH_PARAM = "max_iter"
 _EPOCH_SOLVERS = ("sgd", "adam")
@@ -149,16 +142,14 @@ def _worker_threads(parent_pid, n_workers):
             torch.set_num_threads(before)
 
 
-def _fit_and_score_single(*args, parent_pid, n_workers, **kwargs):
-    """scikit-learn's ``_fit_and_score`` under the worker thread cap."""
-    with _worker_threads(parent_pid, n_workers):
-        return _fit_and_score(*args, **kwargs)
+def _hooked_fit(net, epoch_callback, seen):
+    """A ``fit`` for ``net`` that passes ``epoch_callback`` to ``_BaseNet._fit``.
 
-
-def _hooked_fit(net, epoch_callback):
-    """A ``fit`` for ``net`` that passes ``epoch_callback`` to ``_BaseNet._fit``."""
+    ``seen`` receives the fingerprint of the data the network is fitted on.
+    """
 
     def fit(estimator, X, y, sample_weight=None):
+        seen.append(registry.fingerprint(X, y, sample_weight))
         return estimator._fit(
             X, y, sample_weight, incremental=False, epoch_callback=epoch_callback
         )
@@ -168,7 +159,7 @@ def _hooked_fit(net, epoch_callback):
 
 
 def _set_epoch_state(net, state, epoch, best_epoch):
-    """Make a fitted ``net`` look like the ``max_iter=epoch`` fit (for scorers)."""
+    """Make a fitted ``net`` look like the ``max_iter=epoch`` fit."""
     net.module_.load_state_dict(state)
     net.n_iter_ = epoch
     if getattr(net, "loss_curve_", None) is not None:
@@ -176,6 +167,7 @@ def _set_epoch_state(net, state, epoch, best_epoch):
         net.loss_ = net.loss_curve_[-1]
     if getattr(net, "history_", None) is not None:
         net.history_ = net.history_[:epoch]
+    del net.net_.history[epoch:]
     if getattr(net, "validation_scores_", None) is not None:
         net.validation_scores_ = net.validation_scores_[:epoch]
         net.best_validation_score_ = max(net.validation_scores_)
@@ -183,185 +175,96 @@ def _set_epoch_state(net, state, epoch, best_epoch):
     net._set_model_attributes()
 
 
-def _fit_and_score_epochs(
+def _fitted_attributes(net):
+    """What a fit sets: everything in ``__dict__`` but the parameters."""
+    params = set(net._get_param_names())
+    return {k: v for k, v in net.__dict__.items() if k not in params}
+
+
+def _train_shared_run(
     estimator,
     X,
     y,
     *,
-    scorer,
     train,
-    test,
-    verbose,
     common_params,
     epoch_param,
     epochs,
     fit_params,
-    score_params,
-    return_train_score,
-    error_score,
     parent_pid,
     n_workers,
 ):
-    """Train once to ``max(epochs)`` and score the fold at each epoch count.
+    """Train once to ``max(epochs)``; the fitted state at each epoch count.
 
-    Returns one result dict per entry of ``epochs``, in that order, in the
-    format of scikit-learn's ``_fit_and_score`` (``fit_time`` of epoch count
-    ``k`` is the time the shared run took to reach epoch ``k``).
+    Returns ``{epoch: (registry key, fitted attributes, seconds to get
+    there)}``, or ``{}`` when the run fails (scikit-learn's fit then trains
+    and reports each candidate on its own, as it would anyway).
     """
     with _worker_threads(parent_pid, n_workers):
-        return _fit_and_score_epochs_body(
-            estimator,
-            X,
-            y,
-            scorer=scorer,
-            train=train,
-            test=test,
-            verbose=verbose,
-            common_params=common_params,
-            epoch_param=epoch_param,
-            epochs=epochs,
-            fit_params=fit_params,
-            score_params=score_params,
-            return_train_score=return_train_score,
-            error_score=error_score,
-        )
+        wanted = sorted({int(k) for k in epochs})
+        last = wanted[-1]
+        estimator = estimator.set_params(**clone(common_params, safe=False))
+        estimator.set_params(**{epoch_param: last})
+        net, _ = _find_net(estimator)
+        fit_params = _check_method_params(X, params=fit_params or {}, indices=train)
+        X_train, y_train = _safe_split(estimator, X, y, train)
+        start = time.time()
+        snapshots, seen = {}, []
 
+        def on_epoch(epoch, skorch_net, monitor, stopping):
+            if epoch in wanted and epoch != last and not stopping:
+                best = monitor.state.best_state
+                if net.early_stopping and best is not None:
+                    # a max_iter=epoch fit ends by restoring the best weights so far
+                    state = {k: v.clone() for k, v in best.items()}
+                else:
+                    state = {
+                        k: v.detach().clone()
+                        for k, v in skorch_net.module_.state_dict().items()
+                    }
+                snapshots[epoch] = (
+                    state,
+                    time.time() - start,
+                    monitor.state.best_epoch,
+                )
 
-def _fit_and_score_epochs_body(
-    estimator,
-    X,
-    y,
-    *,
-    scorer,
-    train,
-    test,
-    verbose,
-    common_params,
-    epoch_param,
-    epochs,
-    fit_params,
-    score_params,
-    return_train_score,
-    error_score,
-):
-    if not isinstance(error_score, numbers.Number) and error_score != "raise":
-        raise ValueError(
-            "error_score must be the string 'raise' or a numeric value. "
-            "(Hint: if using 'raise', please make sure that it has been "
-            "spelled correctly.)"
-        )
-    train, test = np.asarray(train), np.asarray(test)
-    all_fit_params, score_params = fit_params or {}, score_params or {}
-    fit_params = _check_method_params(X, params=all_fit_params, indices=train)
-    score_params_train = _check_method_params(X, params=score_params, indices=train)
-    score_params_test = _check_method_params(X, params=score_params, indices=test)
-
-    unfitted = clone(estimator)
-    wanted = sorted({int(k) for k in epochs})
-    last = wanted[-1]
-    estimator = estimator.set_params(**clone(common_params, safe=False))
-    estimator.set_params(**{epoch_param: last})
-    net, _ = _find_net(estimator)
-
-    start_time = time.time()
-    X_train, y_train = _safe_split(estimator, X, y, train)
-    X_test, y_test = _safe_split(estimator, X, y, test, train)
-    snapshots = {}  # epoch -> (state, time since start, best_epoch)
-
-    def on_epoch(epoch, skorch_net, monitor, stopping):
-        if epoch in wanted and epoch != last and not stopping:
-            best = monitor.state.best_state
-            if net.early_stopping and best is not None:
-                # a max_iter=epoch fit ends by restoring the best weights so far
-                state = {k: v.clone() for k, v in best.items()}
+        net.fit = _hooked_fit(net, on_epoch, seen)
+        try:
+            if y_train is None:
+                estimator.fit(X_train, **fit_params)
             else:
-                state = {
-                    k: v.detach().clone()
-                    for k, v in skorch_net.module_.state_dict().items()
-                }
-            snapshots[epoch] = (
-                state,
-                time.time() - start_time,
-                monitor.state.best_epoch,
-            )
-
-    net.fit = _hooked_fit(net, on_epoch)
-    try:
-        if y_train is None:
-            estimator.fit(X_train, **fit_params)
-        else:
-            estimator.fit(X_train, y_train, **fit_params)
-    except Exception:
-        # A shared run that fails (e.g. diverges at epoch d) says nothing about
-        # the epoch counts before d: fit each candidate on its own instead, as
-        # scikit-learn would, and let it record (or raise) the same errors.
-        failed = True
-    else:
-        failed = False
-    finally:
-        del net.fit
-    if failed:
-        return [
-            _fit_and_score(
-                clone(unfitted),
-                X,
-                y,
-                scorer=scorer,
-                train=train,
-                test=test,
-                verbose=verbose,
-                parameters={**common_params, epoch_param: k},
-                fit_params=all_fit_params,
-                score_params=score_params,
-                return_train_score=return_train_score,
-                return_n_test_samples=True,
-                return_times=True,
-                error_score=error_score,
-            )
-            for k in epochs
-        ]
-    total_fit_time = time.time() - start_time
-
-    def score_now(fit_time):
-        t0 = time.time()
-        result = {"fit_error": None, "n_test_samples": _num_samples(X_test)}
-        result["test_scores"] = _score(
-            estimator, X_test, y_test, scorer, score_params_test, error_score
-        )
-        result["fit_time"] = fit_time
-        result["score_time"] = time.time() - t0
-        if return_train_score:
-            result["train_scores"] = _score(
-                estimator, X_train, y_train, scorer, score_params_train, error_score
-            )
-        return result
-
-    # The fitted model is the max_iter=k model for every k it reached
-    # (training stopped earlier by convergence, or k is the largest).
-    by_epoch = {}
-    final = score_now(total_fit_time)
-    for k in wanted:
-        if k not in snapshots:
-            by_epoch[k] = final
-    for k in sorted(snapshots, reverse=True):
-        state, fit_time, best_epoch = snapshots.pop(k)
-        _set_epoch_state(net, state, k, best_epoch)
-        by_epoch[k] = score_now(fit_time)
-    if verbose > 1:
+                estimator.fit(X_train, y_train, **fit_params)
+        except Exception:
+            return {}
+        finally:
+            del net.fit
+        total = time.time() - start
+        params = net.get_params(deep=False)
+        out = {}
         for k in wanted:
-            r = by_epoch[k]
-            print(
-                f"[CV] END {epoch_param}={k}; fit_time={r['fit_time']:.2f}s "
-                f"(shared run), score={r['test_scores']}"
-            )
-    return [dict(by_epoch[int(k)]) for k in epochs]
+            fitted = copy.deepcopy(net)
+            if k in snapshots:
+                state, seconds, best_epoch = snapshots[k]
+                _set_epoch_state(fitted, state, k, best_epoch)
+            else:  # the last epoch count, or training converged before k
+                seconds = total
+            key = registry.key(net, {**params, _EPOCH_PARAM: k}, seen[-1])
+            out[k] = (key, _fitted_attributes(fitted), seconds)
+        return out
 
 
 # --------------------------------------------------------------------------- searches
 
 
 class _EpochSharingMixin:
-    """``fit`` of a search that shares one training run across epoch counts."""
+    """``fit`` of a search that shares one training run across epoch counts.
+
+    The runs are trained first (in parallel with ``n_jobs`` and the joblib
+    backend in use); then scikit-learn's own ``fit`` runs the search, and each
+    candidate's network picks its trained state up instead of training
+    (:mod:`sknets._registry`). Scoring, ``cv_results_``, ``error_score``,
+    multimetric scoring, callbacks and refit are scikit-learn's.
+    """
 
     def _candidate_params(self):  # pragma: no cover - defined by subclasses
         raise NotImplementedError
@@ -384,8 +287,7 @@ class _EpochSharingMixin:
         """Run fit with all sets of parameters.
 
         Candidates that differ only in the network's ``max_iter`` share one
-        training run per fold; without such candidates this is exactly
-        scikit-learn's ``fit``.
+        training run per fold; the search itself is scikit-learn's ``fit``.
 
         Parameters
         ----------
@@ -405,153 +307,79 @@ class _EpochSharingMixin:
         """
         if not self._shares_epochs():
             return super().fit(X, y, **params)
-        return self._fit_sharing_epochs(X, y, **params)
-
-    @_fit_context(prefer_skip_nested_validation=False)
-    def _fit_sharing_epochs(self, X, y=None, **params):
-        # Mirrors sklearn.model_selection.BaseSearchCV.fit; only the evaluation
-        # of the candidates differs.
-        scorers, refit_metric = self._get_scorers()
-        X, y = indexable(X, y)
-        params = _check_method_params(X, params=params)
-        routed_params = self._get_routed_params_for_fit(params)
-
-        self._checked_cv_orig = check_cv(
-            self.cv, y, classifier=is_classifier(self.estimator)
-        )
-        if hasattr(self, "_check_input_parameters"):
-            self._check_input_parameters(
-                X=X, y=y, split_params=routed_params.splitter.split
-            )
-        self.n_splits_ = self._checked_cv_orig.get_n_splits(
-            X, y, **routed_params.splitter.split
-        )
-        n_splits = self.n_splits_
-        base_estimator = clone(self.estimator)
-        candidate_params = list(self._candidate_params())
-        n_candidates = len(candidate_params)
-        cv_splits = list(
-            self._checked_cv_orig.split(X, y, **routed_params.splitter.split)
-        )
-        if len(cv_splits) != n_splits:
-            raise ValueError(
-                "cv.split and cv.get_n_splits return inconsistent results. "
-                f"Expected {n_splits} splits, got {len(cv_splits)}"
-            )
-        groups = _group_candidates(base_estimator, candidate_params)
-        n_runs = len(groups) * n_splits
-        if self.verbose > 0:
-            print(
-                f"Fitting {n_splits} folds for each of {n_candidates} candidates, "
-                f"totalling {n_candidates * n_splits} fits in {n_runs} training runs"
-            )
-        common = dict(
-            scorer=scorers,
-            verbose=self.verbose,
-            score_params=routed_params.scorer.score,
-            return_train_score=self.return_train_score,
-            error_score=self.error_score,
-            parent_pid=os.getpid(),
-            n_workers=effective_n_jobs(self.n_jobs),
-        )
-        tasks, slots = [], []
-        for epoch_param, indices in groups:
-            for split_idx, (train, test) in enumerate(cv_splits):
-                if epoch_param is None:
-                    (cand_idx,) = indices
-                    tasks.append(
-                        delayed(_fit_and_score_single)(
-                            clone(base_estimator),
-                            X,
-                            y,
-                            train=train,
-                            test=test,
-                            parameters=candidate_params[cand_idx],
-                            fit_params=routed_params.estimator.fit,
-                            split_progress=(split_idx, n_splits),
-                            candidate_progress=(cand_idx, n_candidates),
-                            return_n_test_samples=True,
-                            return_times=True,
-                            return_parameters=False,
-                            **common,
-                        )
-                    )
-                else:
-                    first = candidate_params[indices[0]]
-                    tasks.append(
-                        delayed(_fit_and_score_epochs)(
-                            clone(base_estimator),
-                            X,
-                            y,
-                            train=train,
-                            test=test,
-                            common_params={
-                                k: v for k, v in first.items() if k != epoch_param
-                            },
-                            epoch_param=epoch_param,
-                            epochs=[candidate_params[i][epoch_param] for i in indices],
-                            fit_params=routed_params.estimator.fit,
-                            **common,
-                        )
-                    )
-                slots.append([i * n_splits + split_idx for i in indices])
-
-        parallel = Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)
-        with parallel:
-            outputs = parallel(tasks)
-        if n_candidates * n_splits < 1:
-            raise ValueError(
-                "No fits were performed. Was the CV iterator empty? "
-                "Were there no candidates?"
-            )
-        out = [None] * (n_candidates * n_splits)
-        for where, result in zip(slots, outputs, strict=True):
-            results = result if isinstance(result, list) else [result]
-            for slot, r in zip(where, results, strict=True):
-                out[slot] = r
-
-        _warn_or_raise_about_fit_failures(out, self.error_score)
-        if callable(self.scoring):
-            _insert_error_scores(out, self.error_score)
-        results = self._format_results(
-            candidate_params, n_splits, out, defaultdict(list)
-        )
-
-        first_test_score = out[0]["test_scores"]
-        self.multimetric_ = isinstance(first_test_score, dict)
-        if callable(self.scoring) and self.multimetric_:
-            self._check_refit_for_multimetric(first_test_score)
-            refit_metric = self.refit
-
-        if self.refit or not self.multimetric_:
-            self.best_index_ = self._select_best_index(
-                self.refit, refit_metric, results
-            )
-            if not callable(self.refit):
-                self.best_score_ = results[f"mean_test_{refit_metric}"][
-                    self.best_index_
-                ]
-            self.best_params_ = results["params"][self.best_index_]
-
-        if self.refit:
-            self.best_estimator_ = clone(base_estimator).set_params(
-                **clone(self.best_params_, safe=False)
-            )
-            refit_start_time = time.time()
-            if y is not None:
-                self.best_estimator_.fit(X, y, **routed_params.estimator.fit)
-            else:
-                self.best_estimator_.fit(X, **routed_params.estimator.fit)
-            self.refit_time_ = time.time() - refit_start_time
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
-
-        if isinstance(scorers, _MultimetricScorer):
-            self.scorer_ = scorers._scorers
-        else:
-            self.scorer_ = scorers
-        self.cv_results_ = results
+        trained, seconds = self._train_shared_runs(X, y, params)
+        # the states live in this process: candidates are fitted (picked up)
+        # and scored in threads here, whatever backend trained them
+        with registry.offered(trained) as offer:
+            with parallel_config(backend="threading"):
+                super().fit(X, y, **params)
+        self._report_shared_fit_times(seconds, offer.taken)
         return self
+
+    def _train_shared_runs(self, X, y, params):
+        """Train every (candidate group, fold) once; the states and their times."""
+        other = set(params) - {"sample_weight", "groups"}
+        if other or get_config().get("enable_metadata_routing"):
+            return {}, {}  # routed or other parameters: scikit-learn's fit trains
+        fit_params = {k: v for k, v in params.items() if k == "sample_weight"}
+        groups = {k: v for k, v in params.items() if k == "groups"}
+        try:
+            cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+            splits = list(cv.split(X, y, **groups))
+            base = clone(self.estimator)
+            candidates = list(self._candidate_params())
+        except Exception:  # scikit-learn's fit reports it
+            return {}, {}
+        tasks, where = [], []
+        for epoch_param, indices in _group_candidates(base, candidates):
+            if epoch_param is None:
+                continue  # not a network run: scikit-learn's fit trains it
+            first = candidates[indices[0]]
+            common = {k: v for k, v in first.items() if k != epoch_param}
+            for split, (train, _) in enumerate(splits):
+                tasks.append(
+                    delayed(_train_shared_run)(
+                        clone(base),
+                        X,
+                        y,
+                        train=train,
+                        common_params=common,
+                        epoch_param=epoch_param,
+                        epochs=[candidates[i][epoch_param] for i in indices],
+                        fit_params=fit_params,
+                        parent_pid=os.getpid(),
+                        n_workers=effective_n_jobs(self.n_jobs),
+                    )
+                )
+                where.append([(i, split, candidates[i][epoch_param]) for i in indices])
+        parallel = Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)
+        trained, seconds = {}, {}
+        for slots, run in zip(where, parallel(tasks), strict=True):
+            for i, split, epoch in slots:
+                if int(epoch) in run:
+                    key, state, t = run[int(epoch)]
+                    trained[key] = state
+                    seconds[(i, split)] = (key, t)
+        return trained, seconds
+
+    def _report_shared_fit_times(self, seconds, taken):
+        """``mean_fit_time``/``std_fit_time``: the shared runs' time to each count.
+
+        scikit-learn timed the pick-up of a trained state; for a candidate
+        whose every fold was picked up, report how long its run took to reach
+        its epoch count instead (so the times grow with ``max_iter`` as
+        separate fits would; their sum over-counts the shared work).
+        """
+        results = self.cv_results_
+        for i in range(len(results["params"])):
+            times = [
+                seconds[(i, s)][1]
+                for s in range(self.n_splits_)
+                if (i, s) in seconds and seconds[(i, s)][0] in taken
+            ]
+            if len(times) == self.n_splits_:
+                results["mean_fit_time"][i] = np.mean(times)
+                results["std_fit_time"][i] = np.std(times)
 
 
 def _keys(grid):
@@ -687,8 +515,14 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
     grid (``{"device": ["cuda:0", "cuda:1"]}``) only if the device is meant to
     be a searched parameter: it multiplies the candidates.
 
-    Scikit-learn's experimental callback API is not run for candidates that
-    share a run.
+    **scikit-learn does the searching.** The shared runs are trained first;
+    then scikit-learn's own ``fit`` runs the search, and each candidate's
+    network picks up the state trained for its parameters and its training
+    fold instead of training again (it is keyed by the parameters and a
+    fingerprint of the data, so nothing else can match). Scoring,
+    ``cv_results_``, ``error_score``, multimetric scoring, the experimental
+    callback API and refit are scikit-learn's. The pick-ups and the scoring
+    run in threads of the search's process.
 
     Examples
     --------
