@@ -3,10 +3,14 @@
 scikit-learn's searches fit every (candidate, fold) pair from scratch. When the
 grid holds several values of the epoch parameter (``max_iter``) of a sknets
 network, the candidates that differ only in ``max_iter`` share one training run
-per fold here: the run goes to the largest requested ``max_iter`` and the
-held-out fold is scored at every requested epoch count on the way, through the
-``epoch_callback`` hook of :meth:`sknets._base._BaseNet._fit`. Everything else
-(scoring, ``cv_results_``, ranking, refit) is scikit-learn's own code.
+per fold here: the run goes to the largest requested ``max_iter`` and keeps
+the network's state at every requested epoch count on the way (the
+``epoch_callback`` hook of :meth:`sknets._base._BaseNet._fit`). Then
+scikit-learn's own ``BaseSearchCV.fit`` runs the search, and each candidate's
+``fit`` picks up its trained state from :mod:`sknets._registry` instead of
+training. Everything else (splitting, scoring, ``cv_results_``, ranking,
+``error_score``, the callback API, refit) is scikit-learn's own code; nothing
+of it is copied here.
 """
 
 import copy
