@@ -498,11 +498,15 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         ``fit`` trains ``head_epochs`` epochs with the backbone frozen at
         ``learning_rate_init`` (all ``max_iter`` when ``fine_tune_lr`` is
         None), then the rest with everything trainable at ``fine_tune_lr``,
-        in one run on one validation split. A warm start or ``partial_fit``
-        continues in one phase: frozen at ``learning_rate_init`` when
-        ``fine_tune_lr`` is None, else trainable at ``fine_tune_lr``.
+        in one run on one validation split. A warm start continues in one
+        phase: frozen at ``learning_rate_init`` when ``fine_tune_lr`` is None,
+        else trainable at ``fine_tune_lr``. ``partial_fit`` trains in one
+        phase, frozen only when ``fine_tune_lr`` is None, starting at
+        ``learning_rate_init``.
         """
         frozen = self.fine_tune_lr is None
+        if incremental:  # partial_fit: one phase, the optimizer's own lr after
+            return (Phase(epochs=None, lr=self.learning_rate_init, frozen=frozen),)
         if not first_pass:
             lr = self.learning_rate_init if frozen else self.fine_tune_lr
             return (Phase(epochs=None, lr=lr, frozen=frozen),)

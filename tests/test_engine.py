@@ -280,3 +280,12 @@ def test_failed_partial_fit_is_rolled_back_in_place(digits):
     assert len(reg.net_.history) == len(reg.history_) == n_epochs
     reg.partial_fit(X, y)  # and it goes on from there
     assert len(reg.history_) == n_epochs + 1
+
+
+def test_fine_tuned_partial_fit_is_one_phase():
+    images, labels = _images(), np.arange(16) % 2
+    clf = _ft(fine_tune_lr=1e-3).partial_fit(images, labels, classes=[0, 1])
+    assert all(p.requires_grad for p in clf.module_.parameters())  # not frozen
+    assert clf.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(1e-2)
+    frozen = _ft(fine_tune_lr=None).partial_fit(images, labels, classes=[0, 1])
+    assert not any(p.requires_grad for p in frozen.module_.features.parameters())
