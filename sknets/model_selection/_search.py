@@ -246,7 +246,7 @@ def _train_shared_run(
         params = net.get_params(deep=False)
         out = {}
         for k in wanted:
-            fitted = copy.deepcopy(net)
+            fitted = net if k == last else copy.deepcopy(net)  # net: its last use
             if k in snapshots:
                 state, seconds, best_epoch = snapshots[k]
                 _set_epoch_state(fitted, state, k, best_epoch)
