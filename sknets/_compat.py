@@ -11,7 +11,6 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
-import sklearn
 
 __all__ = [
     "Interval",
@@ -26,7 +25,6 @@ __all__ = [
     "sparsetools",
 ]
 
-SKLEARN_VERSION = tuple(int(p) for p in sklearn.__version__.split(".")[:2])
 
 # --------------------------------------------------------------------------- sklearn
 
