@@ -1,6 +1,7 @@
 """Shared estimator logic: validation, device, seeding, the skorch net, fitted state."""
 
 import warnings
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from numbers import Integral, Real
 
@@ -40,12 +41,14 @@ from sknets._engine import (
     StoppingState,
     as_tensor,
     build_net,
+    draws_random,
     output_activation,
     predict_raw,
+    seeded,
     train,
     widest_activation,
 )
-from sknets._plan import Phase, StoppingRules, TrainingPlan
+from sknets._plan import Phase, PreparedFit, StoppingRules, TrainingPlan
 from sknets._summary import layer_summary
 from sknets._validation import assert_finite, check_representable
 
@@ -129,6 +132,15 @@ class _BaseNet(BaseEstimator):
         """The untrained ``torch.nn.Module``; ``sparse_input``: X is sparse."""
         raise NotImplementedError
 
+    def _stack_signature(self, prepared):
+        """What members must share to be trained as one with this fit.
+
+        None (the default): this network is never stacked; a search trains
+        it on its own. Networks that can be stacked also implement
+        ``_stack(prepared_members)``.
+        """
+        return None
+
     def _set_model_attributes(self):
         """Copy architecture-specific fitted attributes from ``module_``."""
 
@@ -200,14 +212,13 @@ class _BaseNet(BaseEstimator):
         self : object
             The fitted estimator.
         """
+        trained = None
         if not (self.warm_start and "net_" in self.__dict__):
+            # trained by a search (the same parameters and data), or None
             trained = registry.take(self, X, y, sample_weight)
-            if trained is not None:  # trained by an epoch-sharing search
-                self.__dict__.update(trained)
-                return self
-        return self._fit(X, y, sample_weight, incremental=False)
+        return self._fit(X, y, sample_weight, incremental=False, trained=trained)
 
-    def _fit(self, X, y, sample_weight, incremental, epoch_callback=None):
+    def _fit(self, X, y, sample_weight, incremental, epoch_callback=None, trained=None):
         """Shared body of ``fit`` and ``partial_fit``, all or nothing.
 
         A call that raises leaves the estimator exactly as it was before the
@@ -217,13 +228,16 @@ class _BaseNet(BaseEstimator):
         re-raised. ``epoch_callback(epoch, net, monitor, stopping)`` is called
         after each completed epoch (see :class:`~sknets._engine.EpochMonitor`);
         the epoch-sharing search scores every requested ``max_iter`` in one
-        run with it.
+        run with it. ``trained`` (a :class:`~sknets._plan.TrainedState` that
+        a search trained for exactly this fit) is adopted instead of training.
         """
         saved = dict(self.__dict__)
         try:
-            interrupted = self._fit_body(
-                X, y, sample_weight, incremental, epoch_callback
-            )
+            prepared = self._prepare(X, y, sample_weight, incremental)
+            if trained is not None:
+                self._adopt(prepared, trained)
+                return self
+            interrupted = self._fit_body(prepared, epoch_callback)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
@@ -235,7 +249,12 @@ class _BaseNet(BaseEstimator):
             )
         return self
 
-    def _fit_body(self, X, y, sample_weight, incremental, epoch_callback):
+    def _prepare(self, X, y, sample_weight, incremental):
+        """Validate the input and resolve the plan: everything before training.
+
+        Sets the fitted attributes that come from the data (``n_features_in_``,
+        ``classes_``, ...). Returns a :class:`~sknets._plan.PreparedFit`.
+        """
         self._check_params()
         previous = self.__dict__.get("net_")
         first_pass = previous is None or (not self.warm_start and not incremental)
@@ -253,6 +272,57 @@ class _BaseNet(BaseEstimator):
             n_epochs_before=0 if first_pass else len(previous.history),
         )
         check_representable(X, plan.dtype)
+        return PreparedFit(X, target, sample_weight, n_outputs, plan)
+
+    def _new_module(self, prepared):
+        """The untrained module of a first pass, drawn from torch's global RNG.
+
+        Callers seed it (``torch.manual_seed(plan.torch_seed)`` inside
+        ``torch.random.fork_rng``), so that a search's stacked members start
+        from the same draw as their standalone fits.
+        """
+        X = prepared.X
+        module = self._build_module(X.shape[1], prepared.n_outputs, sp.issparse(X))
+        return module.to(dtype=prepared.plan.dtype)
+
+    def _adopt(self, prepared, trained):
+        """Become the fit that ``trained`` holds (see ``TrainedState``).
+
+        The skorch net is built from the plan, exactly as :meth:`_fit_body`
+        builds it, with the trained weights, history and stopping state; the
+        fitted attributes (and a ``ConvergenceWarning``) follow as after
+        training.
+        """
+        plan = prepared.plan
+        with seeded():  # the drawn weights are replaced: no seed needed
+            module = self._build_module(
+                prepared.X.shape[1], prepared.n_outputs, sp.issparse(prepared.X)
+            ).to(dtype=plan.dtype)
+        module.load_state_dict(trained.module_state)
+        module = module.to(plan.device)
+        net = build_net(
+            plan,
+            module,
+            state=trained.state,
+            valid_batch_size=self._predict_batch_rows(module, prepared.X),
+            sparse_batches=self._sparse_batches,
+        )
+        for row in trained.history:
+            net.history.new_epoch()
+            for key, value in row.items():
+                net.history.record(key, value)
+        monitor = dict(net.callbacks_)["monitor"]
+        monitor.state = replace(trained.state)  # best_state: the best weights
+        monitor.epochs_run = trained.epochs_run
+        monitor.stop_reason = trained.stop_reason
+        self._finish(net, plan, prepared.n_outputs, interrupted=False)
+
+    def _fit_body(self, prepared, epoch_callback):
+        X, target, sample_weight = prepared.X, prepared.target, prepared.sample_weight
+        n_outputs, plan = prepared.n_outputs, prepared.plan
+        previous = self.__dict__.get("net_")
+        first_pass = plan.first_pass
+        incremental = plan.incremental
         data = ArrayDataset(
             X,
             target,
@@ -267,11 +337,10 @@ class _BaseNet(BaseEstimator):
             valid_data = data.subset(plan.valid_rows)
 
         cuda = [plan.device.index or 0] if plan.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(plan.torch_seed)
+        with ExitStack() as rng:
+            rng.enter_context(seeded(plan.torch_seed, cuda))
             if first_pass:
-                module = self._build_module(X.shape[1], n_outputs, sp.issparse(X))
-                module = module.to(dtype=plan.dtype)
+                module = self._new_module(prepared)
                 state = StoppingState(learning_rate=plan.lr, base_learning_rate=plan.lr)
                 previous = rollback = None
             else:
@@ -284,6 +353,8 @@ class _BaseNet(BaseEstimator):
                 rollback = self.__dict__.get("_rollback") or Rollback()
                 self._rollback = rollback.save(previous)
                 n_epochs_before = len(previous.history)
+            if not draws_random(module):
+                rng.close()  # drawn once: training needs no generator (nor the lock)
             net = build_net(
                 plan,
                 module,
@@ -603,7 +674,7 @@ class _BaseNet(BaseEstimator):
                 x_dtype=None,
                 split=False,
             )
-        with torch.random.fork_rng(devices=[]):
+        with seeded():
             module = self._build_module(
                 self.n_features_in_,
                 self.n_outputs_,

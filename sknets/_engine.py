@@ -47,6 +47,37 @@ from torch import nn
 
 from sknets._sparse import take_rows
 
+# torch's global generator is one per process: threads that seed and draw from
+# it (initializations, dropout masks) take turns (see :func:`seeded`)
+RNG_LOCK = threading.RLock()
+
+
+@contextmanager
+def seeded(seed=None, devices=()):
+    """torch's global RNG for this thread alone: forked, seeded, then restored.
+
+    Holds :data:`RNG_LOCK`, so that fits running in threads (a search's
+    ``threading`` backend) neither interleave their draws nor restore each
+    other's generator state.
+    """
+    with RNG_LOCK, torch.random.fork_rng(devices=list(devices)):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        yield
+
+
+def draws_random(module):
+    """Whether training ``module`` draws from torch's global RNG (dropout)."""
+    kinds = (
+        nn.Dropout,
+        nn.Dropout1d,
+        nn.Dropout2d,
+        nn.Dropout3d,
+        nn.AlphaDropout,
+        nn.FeatureAlphaDropout,
+    )
+    return any(isinstance(m, kinds) and m.p > 0 for m in module.modules())
+
 
 class StopTraining(KeyboardInterrupt):
     """Raised by :class:`EpochMonitor` to end skorch's ``fit_loop``.
@@ -481,6 +512,67 @@ class StoppingState:
     base_learning_rate: float | None = None
 
 
+def epoch_rules(rules, state, loss, score=None):
+    """scikit-learn's MLP end-of-epoch rules, applied to ``state`` in place.
+
+    One function for a single network (:class:`EpochMonitor`) and for every
+    member of a stacked one (:mod:`sknets._members`).
+
+    Parameters
+    ----------
+    rules : StoppingRules
+        ``tol``, ``n_iter_no_change``, ``early_stopping``, the SGD schedule.
+    state : StoppingState
+        Changed in place: the no-improvement count, the best loss or score,
+        the learning rate (``invscaling``: every epoch; ``adaptive``: divided
+        by 5 instead of stopping).
+    loss : float
+        The epoch's training loss.
+    score : float or None
+        The epoch's validation score (``early_stopping``).
+
+    Returns
+    -------
+    stop : bool
+        Training should end now.
+    improved : bool
+        The validation score is the best so far (keep these weights).
+    message : str or None
+        What happened, for ``verbose`` output.
+    """
+    improved = False
+    if rules.early_stopping:
+        if score < state.best_score + rules.tol:
+            state.no_improvement_count += 1
+        else:
+            state.no_improvement_count = 0
+        if score > state.best_score:
+            state.best_score = score
+            improved = True
+    else:
+        if loss > state.best_loss - rules.tol:
+            state.no_improvement_count += 1
+        else:
+            state.no_improvement_count = 0
+        state.best_loss = min(state.best_loss, loss)
+    if rules.lr_schedule == "invscaling":
+        decay = (state.t + 1) ** rules.power_t
+        state.learning_rate = state.base_learning_rate / decay
+    if state.no_improvement_count <= rules.n_iter_no_change:
+        return False, improved, None
+    what = "Validation score" if rules.early_stopping else "Training loss"
+    msg = (
+        f"{what} did not improve more than tol={rules.tol:f} for "
+        f"{rules.n_iter_no_change} consecutive epochs."
+    )
+    if rules.lr_schedule == "adaptive" and state.learning_rate > 1e-6:
+        state.learning_rate = state.learning_rate / 5.0
+        state.no_improvement_count = 0
+        lr = state.learning_rate
+        return False, improved, f"{msg} Setting learning rate to {lr:f}"
+    return True, improved, f"{msg} Stopping."
+
+
 class PhaseSwitch(Callback):
     """Walk through the plan's phases: learning rate and frozen part per phase.
 
@@ -651,49 +743,17 @@ class EpochMonitor(Callback):
 
     def _end_of_epoch_rules(self, net, loss):
         """scikit-learn's stopping and schedule rules; True means stop now."""
-        rules, state = self.rules, self.state
-        self._update_no_improvement(net, loss)
-        if rules.lr_schedule == "invscaling":
-            lr = state.base_learning_rate / (state.t + 1) ** rules.power_t
-            self._set_lr(net, lr)
-        if state.no_improvement_count <= rules.n_iter_no_change:
-            return False
-        what = "Validation score" if rules.early_stopping else "Training loss"
-        msg = (
-            f"{what} did not improve more than tol={rules.tol:f} for "
-            f"{rules.n_iter_no_change} consecutive epochs."
-        )
-        if rules.lr_schedule == "adaptive" and state.learning_rate > 1e-6:
-            self._set_lr(net, state.learning_rate / 5.0)
-            state.no_improvement_count = 0
-            if self.verbose:
-                print(
-                    f"{msg} Setting learning rate to {state.learning_rate:f}",
-                    file=sys.stderr,
-                )
-            return False
-        if self.verbose:
-            print(f"{msg} Stopping.", file=sys.stderr)
-        return True
-
-    def _update_no_improvement(self, net, loss):
-        rules, state = self.rules, self.state
-        if rules.early_stopping:
-            score = net.history[-1, "valid_score"]
-            if score < state.best_score + rules.tol:
-                state.no_improvement_count += 1
-            else:
-                state.no_improvement_count = 0
-            if score > state.best_score:
-                state.best_score = score
-                state.best_state = _clone_state(net.module_)
-                state.best_epoch = len(net.history)
-        else:
-            if loss > state.best_loss - rules.tol:
-                state.no_improvement_count += 1
-            else:
-                state.no_improvement_count = 0
-            state.best_loss = min(state.best_loss, loss)
+        score = net.history[-1, "valid_score"] if self.rules.early_stopping else None
+        lr = self.state.learning_rate
+        stop, improved, message = epoch_rules(self.rules, self.state, loss, score)
+        if improved:
+            self.state.best_state = _clone_state(net.module_)
+            self.state.best_epoch = len(net.history)
+        if self.state.learning_rate != lr:
+            self._set_lr(net, self.state.learning_rate)
+        if message and self.verbose:
+            print(message, file=sys.stderr)
+        return stop
 
     def _set_lr(self, net, lr):
         self.state.learning_rate = lr

@@ -1,12 +1,16 @@
 """Multi-layer perceptrons: drop-in supersets of scikit-learn's MLP estimators."""
 
+import scipy.sparse as sp
 from sklearn.base import ClassifierMixin, RegressorMixin
 from torch import nn
 
 from sknets import _docs
 from sknets._base import _BaseNet, _ClassifierNet, _RegressorNet
 from sknets._compat import StrOptions
-from sknets.modules import MLPModule
+from sknets._engine import seeded
+from sknets._members import can_stack, stack_key
+from sknets.modules import MLPModule, StackedMLP
+from sknets.modules._mlp import _per_layer
 
 
 class _MLPMixin:
@@ -24,6 +28,33 @@ class _MLPMixin:
             batch_norm=self.batch_norm,
             sparse_input=sparse_input,
         )
+
+    def _stack_signature(self, prepared):
+        """What members must share to be stacked with this fit, or None."""
+        if self.batch_norm or sp.issparse(prepared.X):
+            return None
+        plan = prepared.plan
+        if not can_stack(plan):
+            return None
+        return (
+            type(self).__qualname__,
+            prepared.X.shape[1],
+            tuple(self._hidden_sizes()),
+            self.activation,
+            prepared.n_outputs,
+            stack_key(plan),
+        )
+
+    def _stack(self, prepared_members):
+        """One StackedMLP of ``(estimator, prepared)`` pairs, each freshly drawn."""
+        modules, dropout = [], []
+        n_hidden = len(self._hidden_sizes())
+        for est, prepared in prepared_members:
+            plan = prepared.plan
+            with seeded(plan.torch_seed):
+                modules.append(est._new_module(prepared))
+            dropout.append(_per_layer(est.dropout, n_hidden, "dropout"))
+        return StackedMLP(modules, self.activation, dropout)
 
     def _set_model_attributes(self):
         layers = [m for m in self.module_.modules() if isinstance(m, nn.Linear)]

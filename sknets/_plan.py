@@ -146,3 +146,58 @@ class TrainingPlan:
     def lr(self):
         """The learning rate the optimizer is built with (the first phase's)."""
         return self.phases[0].lr
+
+
+@dataclass(frozen=True)
+class TrainedState:
+    """A network trained elsewhere (a search's shared run), ready to be adopted.
+
+    What one ``fit`` would have ended with: the module's weights, the history
+    rows, the stopping state and why training ended. A search trains these
+    (one network, or many members stacked as one) and hands them to the
+    candidates' own ``fit`` through :mod:`sknets._registry`; there
+    :meth:`sknets._base._BaseNet._adopt` builds the skorch net from them, as
+    ``fit`` would have.
+
+    Attributes
+    ----------
+    module_state : dict
+        The module's ``state_dict`` at the end of training.
+    history : tuple of dict
+        One row per completed epoch (``epoch``, ``train_loss``, and
+        ``valid_loss``/``valid_score`` with early stopping, ``dur``).
+    state : StoppingState
+        The stopping rules' state after the last epoch (``best_state``: the
+        best weights with early stopping).
+    stop_reason : str or None
+        ``'converged'``, ``'diverged'`` or None (the epoch budget ran out).
+    seconds : float
+        Training time up to this state (the shared run's clock).
+    """
+
+    module_state: dict = field(repr=False)
+    history: tuple
+    state: object
+    stop_reason: str | None
+    seconds: float = 0.0
+
+    @property
+    def epochs_run(self):
+        """Completed epochs."""
+        return len(self.history)
+
+
+@dataclass(frozen=True)
+class PreparedFit:
+    """A ``fit`` call after validation, before training: its data and its plan.
+
+    ``X`` as validated, ``target`` encoded for the loss (class codes, label
+    indicators or numbers), ``sample_weight`` checked (or None), the number
+    of network outputs and the :class:`TrainingPlan`.
+    """
+
+    X: object = field(repr=False)
+    target: object = field(repr=False)
+    sample_weight: object = field(repr=False)
+    n_outputs: int
+    plan: TrainingPlan

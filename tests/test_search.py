@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sknets import MLPClassifier
 from sknets._base import _BaseNet
+from sknets._plan import TrainedState
 from sknets.model_selection import GridSearchCV, RandomizedSearchCV
 
 SCORE_KEYS = ("split0_test_score", "split1_test_score", "split2_test_score")
@@ -44,9 +45,15 @@ def _mlp(**params):
 
 @pytest.fixture
 def epoch_counter(monkeypatch):
-    """Count the training runs and the epochs actually run by every _fit."""
+    """Count the training runs and the epochs trained, alone or stacked.
+
+    A run is one network trained by its own ``fit`` (``_fit_body``) or one
+    member of a stacked network; a fit that adopts a state trains nothing.
+    """
+    from sknets.model_selection import _pretrain
+
     counts = {"runs": 0, "epochs": 0}
-    original = _BaseNet._fit
+    original = _BaseNet._fit_body
 
     def counting(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
@@ -54,7 +61,18 @@ def epoch_counter(monkeypatch):
         counts["epochs"] += len(self.history_)
         return result
 
-    monkeypatch.setattr(_BaseNet, "_fit", counting)
+    stacked = _pretrain.train_members
+
+    def counting_members(module, specs, *args, **kwargs):
+        results = stacked(module, specs, *args, **kwargs)
+        counts["runs"] += len(specs)
+        counts["epochs"] += sum(
+            max(state.epochs_run for state in states.values()) for states in results
+        )
+        return results
+
+    monkeypatch.setattr(_BaseNet, "_fit_body", counting)
+    monkeypatch.setattr(_pretrain, "train_members", counting_members)
     return counts
 
 
@@ -291,8 +309,13 @@ def test_trained_states_stand_in_only_for_their_own_fit(digits, epoch_counter):
     trained = _mlp(max_iter=2).fit(X[:100], y[:100])
     params = trained.get_params(deep=False)
     key = _registry.key(trained, params, _registry.fingerprint(X[:100], y[:100]))
-    params_names = set(trained._get_param_names())
-    state = {k: v for k, v in vars(trained).items() if k not in params_names}
+    monitor = dict(trained.net_.callbacks_)["monitor"]
+    state = TrainedState(
+        module_state=trained.module_.state_dict(),
+        history=tuple(trained.history_),
+        state=monitor.state,
+        stop_reason=monitor.stop_reason,
+    )
     epoch_counter.update(runs=0, epochs=0)
     with _registry.offered({key: state}) as offer:
         other_data = _mlp(max_iter=2).fit(X[:99], y[:99])
@@ -301,6 +324,7 @@ def test_trained_states_stand_in_only_for_their_own_fit(digits, epoch_counter):
         same = _mlp(max_iter=2).fit(X[:100], y[:100])
         assert epoch_counter["runs"] == 2 and offer.taken == {key}
     np.testing.assert_array_equal(same.predict_proba(X), trained.predict_proba(X))
+    assert same.loss_curve_ == trained.loss_curve_ and same.t_ == trained.t_
     assert other_data.n_iter_ == 2 and other_params.n_iter_ == 3
     again = _mlp(max_iter=2).fit(X[:100], y[:100])  # nothing on offer any more
     assert epoch_counter["runs"] == 3 and again.n_iter_ == 2

@@ -13,258 +13,26 @@ training. Everything else (splitting, scoring, ``cv_results_``, ranking,
 of it is copied here.
 """
 
-import copy
-import numbers
-import os
-import time
-from contextlib import contextmanager
-from functools import partial
-
 import numpy as np
-import torch
-from joblib import effective_n_jobs, parallel_config
+from joblib import parallel_config
 from sklearn import get_config
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
-from sklearn.pipeline import Pipeline
-from sklearn.utils.parallel import Parallel, delayed
 
 from sknets import _registry as registry
-from sknets._base import _BaseNet
-from sknets._compat import check_method_params as _check_method_params
-from sknets._compat import fit_context as _fit_context
-from sknets._compat import safe_split as _safe_split
-
-_EPOCH_PARAM = "max_iter"
-_EPOCH_SOLVERS = ("sgd", "adam")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _find_net(estimator):
-    """Return ``(net, param_prefix)`` of the network trained last, or ``None``.
-
-    The network is the estimator itself or the final step of a (nested)
-    ``Pipeline``: only then does its training come after everything else in
-    ``fit``, so that one run can stand for several epoch counts.
-    """
-    prefix = ""
-    while isinstance(estimator, Pipeline):
-        name, estimator = estimator.steps[-1]
-        prefix += f"{name}__"
-    if isinstance(estimator, _BaseNet):
-        return estimator, prefix
-    return None
-
-
-def _epoch_param_of(estimator):
-    """Name of the epoch parameter a search can share runs over, or ``None``."""
-    found = _find_net(estimator)
-    if found is None:
-        return None
-    net, prefix = found
-    if net.solver not in _EPOCH_SOLVERS:  # lbfgs: max_iter is not an epoch count
-        return None
-    return prefix + _EPOCH_PARAM
-
-
-def _same(a, b):
-    """Whether two parameter values are interchangeable (no exception escapes)."""
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        if not (isinstance(a, numbers.Number) and isinstance(b, numbers.Number)):
-            return False
-    try:
-        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-            return bool(np.array_equal(a, b))
-        return bool(a == b)
-    except Exception:
-        return False
-
-
-def _group_candidates(base_estimator, candidate_params):
-    """Group candidates that differ only in the network's epoch count.
-
-    Returns a list of ``(epoch_param, indices)``; ``epoch_param`` is ``None``
-    for a candidate trained on its own.
-    """
-    groups = []  # [epoch_param, common params, [indices]]
-    for i, params in enumerate(candidate_params):
-        try:
-            est = clone(base_estimator).set_params(**clone(params, safe=False))
-            name = _epoch_param_of(est)
-        except Exception:  # reported by scikit-learn's _fit_and_score
-            name = None
-        value = params.get(name)
-        if not (
-            isinstance(value, numbers.Integral)
-            and not isinstance(value, bool)
-            and value >= 1
-        ):  # no epoch count here, or an invalid one: scikit-learn reports it
-            groups.append([None, None, [i]])
-            continue
-        common = {k: v for k, v in params.items() if k != name}
-        for group in groups:
-            g_name, g_common, _ = group
-            if (
-                g_name == name
-                and g_common.keys() == common.keys()
-                and all(_same(common[k], g_common[k]) for k in common)
-            ):
-                group[2].append(i)
-                break
-        else:
-            groups.append([name, common, [i]])
-    return [(name, indices) for name, _, indices in groups]
-
-
-@contextmanager
-def _worker_threads(parent_pid, n_workers):
-    """Cap torch's intra-op threads in a worker process, for this task only.
-
-    In a process other than the search's own (joblib's loky workers, Dask
-    workers) each of ``n_workers`` concurrent tasks gets at most
-    ``cpu_count // n_workers`` threads (at least one), so that the workers
-    together do not oversubscribe the cores. The parent process, where
-    ``n_jobs=1`` runs, is never touched.
-    """
-    if os.getpid() == parent_pid:
-        yield
-        return
-    before = torch.get_num_threads()
-    cap = max(1, (os.cpu_count() or 1) // max(1, n_workers))
-    if before > cap:
-        torch.set_num_threads(cap)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-def _hooked_fit(net, epoch_callback, seen):
-    """A ``fit`` for ``net`` that passes ``epoch_callback`` to ``_BaseNet._fit``.
-
-    ``seen`` receives the fingerprint of the data the network is fitted on.
-    """
-
-    def fit(estimator, X, y, sample_weight=None):
-        seen.append(registry.fingerprint(X, y, sample_weight))
-        return estimator._fit(
-            X, y, sample_weight, incremental=False, epoch_callback=epoch_callback
-        )
-
-    fit.__name__ = "fit"
-    return partial(_fit_context(prefer_skip_nested_validation=True)(fit), net)
-
-
-def _set_epoch_state(net, state, epoch, best_epoch):
-    """Make a fitted ``net`` look like the ``max_iter=epoch`` fit."""
-    net.module_.load_state_dict(state)
-    net.n_iter_ = epoch
-    if getattr(net, "loss_curve_", None) is not None:
-        net.loss_curve_ = net.loss_curve_[:epoch]
-        net.loss_ = net.loss_curve_[-1]
-    if getattr(net, "history_", None) is not None:
-        net.history_ = net.history_[:epoch]
-    del net.net_.history[epoch:]
-    if getattr(net, "validation_scores_", None) is not None:
-        net.validation_scores_ = net.validation_scores_[:epoch]
-        net.best_validation_score_ = max(net.validation_scores_)
-        net.best_epoch_ = best_epoch
-    net._set_model_attributes()
-
-
-def _fitted_attributes(net):
-    """What a fit sets: everything in ``__dict__`` but the parameters."""
-    params = set(net._get_param_names())
-    return {k: v for k, v in net.__dict__.items() if k not in params}
-
-
-def _train_shared_run(
-    estimator,
-    X,
-    y,
-    *,
-    train,
-    common_params,
-    epoch_param,
-    epochs,
-    fit_params,
-    parent_pid,
-    n_workers,
-):
-    """Train once to ``max(epochs)``; the fitted state at each epoch count.
-
-    Returns ``{epoch: (registry key, fitted attributes, seconds to get
-    there)}``, or ``{}`` when the run fails (scikit-learn's fit then trains
-    and reports each candidate on its own, as it would anyway).
-    """
-    with _worker_threads(parent_pid, n_workers):
-        wanted = sorted({int(k) for k in epochs})
-        last = wanted[-1]
-        estimator = estimator.set_params(**clone(common_params, safe=False))
-        estimator.set_params(**{epoch_param: last})
-        net, _ = _find_net(estimator)
-        fit_params = _check_method_params(X, params=fit_params or {}, indices=train)
-        X_train, y_train = _safe_split(estimator, X, y, train)
-        start = time.time()
-        snapshots, seen = {}, []
-
-        def on_epoch(epoch, skorch_net, monitor, stopping):
-            if epoch in wanted and epoch != last and not stopping:
-                best = monitor.state.best_state
-                if net.early_stopping and best is not None:
-                    # a max_iter=epoch fit ends by restoring the best weights so far
-                    state = {k: v.clone() for k, v in best.items()}
-                else:
-                    state = {
-                        k: v.detach().clone()
-                        for k, v in skorch_net.module_.state_dict().items()
-                    }
-                snapshots[epoch] = (
-                    state,
-                    time.time() - start,
-                    monitor.state.best_epoch,
-                )
-
-        net.fit = _hooked_fit(net, on_epoch, seen)
-        try:
-            if y_train is None:
-                estimator.fit(X_train, **fit_params)
-            else:
-                estimator.fit(X_train, y_train, **fit_params)
-        except Exception:
-            return {}
-        finally:
-            del net.fit
-        total = time.time() - start
-        params = net.get_params(deep=False)
-        out = {}
-        for k in wanted:
-            fitted = net if k == last else copy.deepcopy(net)  # net: its last use
-            if k in snapshots:
-                state, seconds, best_epoch = snapshots[k]
-                _set_epoch_state(fitted, state, k, best_epoch)
-            else:  # the last epoch count, or training converged before k
-                seconds = total
-            key = registry.key(net, {**params, _EPOCH_PARAM: k}, seen[-1])
-            out[k] = (key, _fitted_attributes(fitted), seconds)
-        return out
-
+from sknets.model_selection._pretrain import EPOCH_PARAM, find_net, pretrain
 
 # --------------------------------------------------------------------------- searches
 
 
 class _EpochSharingMixin:
-    """``fit`` of a search that shares one training run across epoch counts.
+    """``fit`` of a search that trains its networks first, as few and wide runs.
 
-    The runs are trained first (in parallel with ``n_jobs`` and the joblib
-    backend in use); then scikit-learn's own ``fit`` runs the search, and each
+    The runs are trained first (:func:`~sknets.model_selection._pretrain.pretrain`:
+    stacked members, in parallel with ``n_jobs`` and the joblib backend in
+    use); then scikit-learn's own ``fit`` runs the search, and each
     candidate's network picks its trained state up instead of training
     (:mod:`sknets._registry`). Scoring, ``cv_results_``, ``error_score``,
     multimetric scoring, callbacks and refit are scikit-learn's.
@@ -276,22 +44,26 @@ class _EpochSharingMixin:
     def _grid_keys(self):  # pragma: no cover - defined by subclasses
         raise NotImplementedError
 
-    def _shares_epochs(self):
-        """Whether any candidate can reuse a run (else: scikit-learn's ``fit``)."""
-        found = _find_net(self.estimator)
+    def _pretrains(self):
+        """Whether any candidate is trained ahead (else: scikit-learn's ``fit``)."""
+        found = find_net(self.estimator)
         if found is None:
             return False
+        if self.vectorize:
+            return True
         try:
             keys = self._grid_keys()
         except Exception:  # invalid input: let scikit-learn's fit report it
             return False
-        return found[1] + _EPOCH_PARAM in keys
+        return found[1] + EPOCH_PARAM in keys
 
     def fit(self, X, y=None, **params):
         """Run fit with all sets of parameters.
 
-        Candidates that differ only in the network's ``max_iter`` share one
-        training run per fold; the search itself is scikit-learn's ``fit``.
+        The networks are trained first: candidates that differ only in the
+        network's ``max_iter`` share one run per fold, and with
+        ``vectorize=True`` runs of networks of one shape are trained as one
+        stacked network. The search itself is scikit-learn's ``fit``.
 
         Parameters
         ----------
@@ -309,9 +81,10 @@ class _EpochSharingMixin:
         self : object
             Instance of fitted estimator.
         """
-        if not self._shares_epochs():
+        self._validate_params()
+        if not self._pretrains():
             return super().fit(X, y, **params)
-        trained, seconds = self._train_shared_runs(X, y, params)
+        trained, seconds, self.stacking_ = self._pretrain(X, y, params)
         # the states live in this process: candidates are fitted (picked up)
         # and scored in threads here, whatever backend trained them
         with registry.offered(trained) as offer:
@@ -320,51 +93,32 @@ class _EpochSharingMixin:
         self._report_shared_fit_times(seconds, offer.taken)
         return self
 
-    def _train_shared_runs(self, X, y, params):
-        """Train every (candidate group, fold) once; the states and their times."""
+    def _pretrain(self, X, y, params):
+        """Train every (run, fold) ahead; the states, their times, the stacks."""
+        nothing = {}, {}, {"members": 0, "stacks": [], "member_bytes": {}}
         other = set(params) - {"sample_weight", "groups"}
         if other or get_config().get("enable_metadata_routing"):
-            return {}, {}  # routed or other parameters: scikit-learn's fit trains
+            return nothing  # routed or other parameters: scikit-learn's fit trains
         fit_params = {k: v for k, v in params.items() if k == "sample_weight"}
         groups = {k: v for k, v in params.items() if k == "groups"}
         try:
             cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
             splits = list(cv.split(X, y, **groups))
-            base = clone(self.estimator)
             candidates = list(self._candidate_params())
         except Exception:  # scikit-learn's fit reports it
-            return {}, {}
-        tasks, where = [], []
-        for epoch_param, indices in _group_candidates(base, candidates):
-            if epoch_param is None:
-                continue  # not a network run: scikit-learn's fit trains it
-            first = candidates[indices[0]]
-            common = {k: v for k, v in first.items() if k != epoch_param}
-            for split, (train, _) in enumerate(splits):
-                tasks.append(
-                    delayed(_train_shared_run)(
-                        clone(base),
-                        X,
-                        y,
-                        train=train,
-                        common_params=common,
-                        epoch_param=epoch_param,
-                        epochs=[candidates[i][epoch_param] for i in indices],
-                        fit_params=fit_params,
-                        parent_pid=os.getpid(),
-                        n_workers=effective_n_jobs(self.n_jobs),
-                    )
-                )
-                where.append([(i, split, candidates[i][epoch_param]) for i in indices])
-        parallel = Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)
-        trained, seconds = {}, {}
-        for slots, run in zip(where, parallel(tasks), strict=True):
-            for i, split, epoch in slots:
-                if int(epoch) in run:
-                    key, state, t = run[int(epoch)]
-                    trained[key] = state
-                    seconds[(i, split)] = (key, t)
-        return trained, seconds
+            return nothing
+        return pretrain(
+            clone(self.estimator),
+            candidates,
+            X,
+            y,
+            splits,
+            fit_params,
+            n_jobs=self.n_jobs,
+            pre_dispatch=self.pre_dispatch,
+            vectorize=self.vectorize,
+            share_all=self.vectorize,
+        )
 
     def _report_shared_fit_times(self, seconds, taken):
         """``mean_fit_time``/``std_fit_time``: the shared runs' time to each count.
@@ -543,6 +297,40 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
     (3,)
     """
 
+    _parameter_constraints: dict = {
+        **_SkGridSearchCV._parameter_constraints,
+        "vectorize": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        estimator,
+        param_grid,
+        *,
+        scoring=None,
+        n_jobs=None,
+        refit=True,
+        cv=None,
+        verbose=0,
+        pre_dispatch="2*n_jobs",
+        error_score=np.nan,
+        return_train_score=False,
+        vectorize=True,
+    ):
+        super().__init__(
+            estimator,
+            param_grid,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.vectorize = vectorize
+
     def _candidate_params(self):
         return ParameterGrid(self.param_grid)
 
@@ -646,6 +434,44 @@ class RandomizedSearchCV(_EpochSharingMixin, _SkRandomizedSearchCV):
     >>> len(search.fit(X, y).cv_results_["params"])
     3
     """
+
+    _parameter_constraints: dict = {
+        **_SkRandomizedSearchCV._parameter_constraints,
+        "vectorize": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        estimator,
+        param_distributions,
+        *,
+        n_iter=10,
+        scoring=None,
+        n_jobs=None,
+        refit=True,
+        cv=None,
+        verbose=0,
+        pre_dispatch="2*n_jobs",
+        random_state=None,
+        error_score=np.nan,
+        return_train_score=False,
+        vectorize=True,
+    ):
+        super().__init__(
+            estimator,
+            param_distributions,
+            n_iter=n_iter,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            random_state=random_state,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.vectorize = vectorize
 
     def _candidate_params(self):
         return ParameterSampler(

@@ -11,6 +11,7 @@ from sknets.modules._backbones import (
 )
 from sknets.modules._convnet import ConvNetModule, conv_output_size
 from sknets.modules._images import FineTuneModule, ImageFeatures
+from sknets.modules._members import StackedMLP
 from sknets.modules._mlp import MLPModule, glorot_init_
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ImageFeatures",
     "MLPModule",
     "SqueezeNet11",
+    "StackedMLP",
     "conv_output_size",
     "glorot_init_",
     "resnet20_cifar",

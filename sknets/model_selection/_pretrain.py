@@ -1,0 +1,554 @@
+"""Train a search's networks before scikit-learn's own search runs.
+
+A search (or :func:`~sknets.model_selection.cross_validate`) needs one
+training run per (candidate, fold). Here those runs are planned and trained
+ahead, as few and as wide as they can be:
+
+1. **Runs.** Candidates that differ only in the network's epoch count
+   (``max_iter``) share one run per fold, to the largest count, and are
+   handed a state at every count on the way.
+2. **Members.** Each (run, fold) is *prepared*: the estimator's ``fit`` runs
+   on the training fold (a ``Pipeline`` fits its transformers) until the
+   network is about to train; the network validates its input and resolves
+   its :class:`~sknets._plan.TrainingPlan`. Nothing is trained yet.
+3. **Stacks.** Prepared members whose networks can be trained as one (the
+   same ``_stack_signature``: class, layer sizes, activation, optimizer and
+   its settings, batch size, output, precision, device) form a stack, split
+   to fit memory and to keep ``n_jobs`` workers busy; each stack is one
+   skorch run of a stacked network (:func:`sknets._members.train_members`).
+   Networks that cannot be stacked (or with ``vectorize=False``) train one
+   run per (run, fold) as before, through their own ``fit``.
+4. **Hand-over.** Every state is offered in :mod:`sknets._registry` under
+   the key of the ``fit`` it stands for (class, parameters with that epoch
+   count, fingerprint of the data that ``fit`` receives); scikit-learn's
+   search then fits and scores as always, and those fits adopt the states.
+"""
+
+import numbers
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
+
+import numpy as np
+import torch
+from joblib import effective_n_jobs
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+from sklearn.utils.parallel import Parallel, delayed
+
+from sknets import _registry as registry
+from sknets._base import _BaseNet
+from sknets._compat import check_method_params as _check_method_params
+from sknets._compat import fit_context as _fit_context
+from sknets._compat import safe_split as _safe_split
+from sknets._engine import StopTraining
+from sknets._members import MemberSpec, train_members
+from sknets._plan import TrainedState
+
+EPOCH_PARAM = "max_iter"
+_EPOCH_SOLVERS = ("sgd", "adam")
+_HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_score", "dur")
+
+# At most this share of the available host memory (or of the free memory of
+# the GPU) is planned for one stack's members.
+MEMORY_SHARE = 0.25
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def find_net(estimator):
+    """Return ``(net, param_prefix)`` of the network trained last, or ``None``.
+
+    The network is the estimator itself or the final step of a (nested)
+    ``Pipeline``: only then does its training come after everything else in
+    ``fit``, so that one run can stand for several epoch counts.
+    """
+    prefix = ""
+    while isinstance(estimator, Pipeline):
+        name, estimator = estimator.steps[-1]
+        prefix += f"{name}__"
+    if isinstance(estimator, _BaseNet):
+        return estimator, prefix
+    return None
+
+
+def _same(a, b):
+    """Whether two parameter values are interchangeable (no exception escapes)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        if not (isinstance(a, numbers.Number) and isinstance(b, numbers.Number)):
+            return False
+    try:
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            return bool(np.array_equal(a, b))
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _epoch_count(value):
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value >= 1
+    )
+
+
+def plan_runs(base_estimator, candidate_params, share_all=True):
+    """Group candidates into training runs: ``[(epoch_param, common, {i: epochs})]``.
+
+    Candidates that differ only in the network's epoch count share a run.
+    ``share_all=False`` keeps only the runs that hold several candidates or
+    an epoch count from the grid (scikit-learn's fit trains the rest).
+    Candidates that cannot be pre-trained (no sknets network, L-BFGS, an
+    invalid epoch count) are left out: scikit-learn's fit trains or reports
+    them.
+    """
+    runs = []  # [epoch_param, common, {i: epochs}]
+    for i, params in enumerate(candidate_params):
+        try:
+            est = clone(base_estimator).set_params(**clone(params, safe=False))
+            found = find_net(est)
+        except Exception:  # reported by scikit-learn's _fit_and_score
+            continue
+        if found is None or found[0].solver not in _EPOCH_SOLVERS:
+            continue
+        name = found[1] + EPOCH_PARAM
+        epochs = params.get(name, found[0].max_iter)
+        if not _epoch_count(epochs):
+            continue
+        if name not in params and not share_all:
+            continue
+        common = {k: v for k, v in params.items() if k != name}
+        for run in runs:
+            if (
+                run[0] == name
+                and run[1].keys() == common.keys()
+                and all(_same(common[k], run[1][k]) for k in common)
+            ):
+                run[2][i] = int(epochs)
+                break
+        else:
+            runs.append([name, common, {i: int(epochs)}])
+    return [tuple(run) for run in runs]
+
+
+@contextmanager
+def _worker_threads(parent_pid, n_workers):
+    """Cap torch's intra-op threads in a worker process, for this task only.
+
+    In a process other than the search's own (joblib's loky workers, Dask
+    workers) each of ``n_workers`` concurrent tasks gets at most
+    ``cpu_count // n_workers`` threads (at least one), so that the workers
+    together do not oversubscribe the cores. The parent process, where
+    ``n_jobs=1`` runs, is never touched.
+    """
+    if os.getpid() == parent_pid:
+        yield
+        return
+    before = torch.get_num_threads()
+    cap = max(1, (os.cpu_count() or 1) // max(1, n_workers))
+    if before > cap:
+        torch.set_num_threads(cap)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextmanager
+def _parent_threads(n_workers):
+    """Torch's intra-op threads shared out among ``n_workers`` worker threads.
+
+    Stacks train in threads of the search's process when no joblib backend is
+    set; for that time each gets ``cpu_count // n_workers`` intra-op threads
+    (torch's setting is per process), and the setting is restored after.
+    """
+    before = torch.get_num_threads()
+    cap = max(1, (os.cpu_count() or 1) // max(1, n_workers))
+    if n_workers > 1 and before > cap:
+        torch.set_num_threads(cap)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _hooked(net, fit):
+    """``net.fit`` replaced by ``fit(estimator, X, y, sample_weight)`` (a partial)."""
+    fit.__name__ = "fit"
+    return partial(_fit_context(prefer_skip_nested_validation=True)(fit), net)
+
+
+def _fit_until_net(estimator, X, y, train, fit_params, net_fit):
+    """Run ``estimator.fit`` on the training fold with the network's fit hooked."""
+    net, _ = find_net(estimator)
+    fit_params = _check_method_params(X, params=fit_params or {}, indices=train)
+    X_train, y_train = _safe_split(estimator, X, y, train)
+    net.fit = _hooked(net, net_fit)
+    try:
+        if y_train is None:
+            estimator.fit(X_train, **fit_params)
+        else:
+            estimator.fit(X_train, y_train, **fit_params)
+    finally:
+        del net.fit
+    return net
+
+
+def _state_of(net, monitor, rows, seconds, reason):
+    state = replace(monitor.state)
+    return TrainedState(
+        module_state={
+            k: v.detach().clone() for k, v in net.module_.state_dict().items()
+        },
+        history=tuple(rows),
+        state=state,
+        stop_reason=reason,
+        seconds=seconds,
+    )
+
+
+def _rows(history):
+    return [{k: row[k] for k in _HISTORY_KEYS if k in row} for row in history]
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _train_run(
+    estimator,
+    X,
+    y,
+    *,
+    train,
+    common,
+    epoch_param,
+    epochs,
+    fit_params,
+    parent_pid,
+    n_workers,
+):
+    """Train one run through the network's own ``fit``; a state per epoch count.
+
+    Returns ``{epoch: (registry key, TrainedState)}``, or ``{}`` when the run
+    fails (scikit-learn's fit then trains and reports each candidate).
+    """
+    with _worker_threads(parent_pid, n_workers):
+        wanted = sorted(set(epochs))
+        last = wanted[-1]
+        estimator = estimator.set_params(**clone(common, safe=False))
+        estimator.set_params(**{epoch_param: last})
+        start = time.time()
+        states, seen = {}, []
+
+        def on_epoch(epoch, skorch_net, monitor, stopping):
+            if epoch in wanted and epoch != last and not stopping:
+                rows = _rows(skorch_net.history)
+                states[epoch] = _state_of(
+                    skorch_net, monitor, rows, time.time() - start, None
+                )
+
+        def fit(net, X, y, sample_weight=None):
+            seen.append(registry.fingerprint(X, y, sample_weight))
+            return net._fit(
+                X, y, sample_weight, incremental=False, epoch_callback=on_epoch
+            )
+
+        try:
+            net = _fit_until_net(estimator, X, y, train, fit_params, fit)
+        except Exception:
+            return {}
+        skorch_net = net.net_
+        monitor = dict(skorch_net.callbacks_)["monitor"]
+        final = _state_of(
+            skorch_net, monitor, net.history_, time.time() - start, monitor.stop_reason
+        )
+        params = net.get_params(deep=False)
+        return {
+            k: (
+                registry.key(net, {**params, EPOCH_PARAM: k}, seen[-1]),
+                states.get(k, final),
+            )
+            for k in wanted
+        }
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def _prepare_member(estimator, X, y, *, train, common, epoch_param, last, fit_params):
+    """The network of one (run, fold), validated and planned, not trained.
+
+    Returns ``(net, fingerprint, prepared)``; raises what the fit would.
+    """
+    estimator = estimator.set_params(**clone(common, safe=False))
+    estimator.set_params(**{epoch_param: last})
+    seen = {}
+
+    def fit(net, X, y, sample_weight=None):
+        seen["data"] = registry.fingerprint(X, y, sample_weight)
+        seen["prepared"] = net._prepare(X, y, sample_weight, incremental=False)
+        return net
+
+    net = _fit_until_net(estimator, X, y, train, fit_params, fit)
+    return net, seen["data"], seen["prepared"]
+
+
+def _member_bytes(net, prepared):
+    """Memory one member takes in a stack: weights, gradients, two moments, a batch."""
+    plan = prepared.plan
+    sizes = [prepared.X.shape[1], *net._hidden_sizes(), prepared.n_outputs]
+    params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    activations = plan.batch_size * sum(sizes) * 3  # forward, gradient, mask
+    itemsize = torch.finfo(plan.dtype).bits // 8
+    return (4 * params + activations) * itemsize
+
+
+def _memory_budget(device):
+    """Bytes a stack may plan for (a share of free GPU or available host memory)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * MEMORY_SHARE * 2)
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        available = 4 << 30
+    return int(available * MEMORY_SHARE)
+
+
+def split_stacks(stacks, cost, n_workers, limit):
+    """Split stacks (lists of members) to at most ``limit`` members each, and
+    until there are at least ``n_workers`` of them when members allow; the
+    most expensive first (``cost(member)``)."""
+    out = []
+    for members in stacks:
+        size = max(1, int(limit))
+        out += [members[i : i + size] for i in range(0, len(members), size)]
+    while out and len(out) < n_workers:
+        big = max(out, key=len)
+        if len(big) < 2:
+            break
+        out.remove(big)
+        half = (len(big) + 1) // 2
+        out += [big[:half], big[half:]]
+    return sorted(out, key=lambda ms: -sum(cost(m) for m in ms))
+
+
+def _train_stack(members, blocks, parent_pid, n_workers):
+    """Train members (``(net, prepared, block, epochs)``) as one stacked network.
+
+    ``blocks`` maps a block number to ``(X, target, sample_weight)`` of one
+    training fold. Returns, per member, ``{epoch: TrainedState}``.
+    """
+    with _worker_threads(parent_pid, n_workers):
+        used = sorted({b for _, _, b, _ in members})
+        offsets, start = {}, 0
+        for b in used:
+            offsets[b], start = start, start + len(blocks[b][0])
+        X = (
+            np.concatenate([blocks[b][0] for b in used])
+            if len(used) > 1
+            else blocks[used[0]][0]
+        )
+        target = (
+            np.concatenate([blocks[b][1] for b in used])
+            if len(used) > 1
+            else blocks[used[0]][1]
+        )
+        weights = [blocks[b][2] for b in used]
+        sample_weight = (
+            None
+            if all(w is None for w in weights)
+            else np.concatenate(
+                [
+                    np.ones(len(blocks[b][0])) if w is None else w
+                    for b, w in zip(used, weights, strict=True)
+                ]
+            )
+        )
+        specs, pairs = [], []
+        for net, prepared, b, epochs in members:
+            plan, n = prepared.plan, len(blocks[b][0])
+            rows = np.arange(n) if plan.train_rows is None else plan.train_rows
+            valid = None if plan.valid_rows is None else plan.valid_rows + offsets[b]
+            specs.append(MemberSpec(plan, rows + offsets[b], valid, tuple(epochs)))
+            pairs.append((net, replace(prepared, X=blocks[b][0][:0])))
+        module = pairs[0][0]._stack(pairs)
+        try:
+            return train_members(module, specs, X, target, sample_weight)
+        except StopTraining:  # pragma: no cover - ended by the monitor
+            return [{} for _ in members]
+
+
+# --------------------------------------------------------------------------- all of it
+
+
+def pretrain(
+    base,
+    candidates,
+    X,
+    y,
+    splits,
+    fit_params,
+    *,
+    n_jobs,
+    pre_dispatch,
+    vectorize,
+    share_all,
+):
+    """Train what the search will need; the states and their training times.
+
+    Parameters
+    ----------
+    base : estimator
+        The search's (cloned) estimator.
+    candidates : list of dict
+        The candidates' parameters.
+    X, y : array-like
+        The search's data.
+    splits : list of (train, test)
+        The cross-validation splits.
+    fit_params : dict
+        ``sample_weight`` or nothing.
+    n_jobs, pre_dispatch :
+        joblib's, for the runs or stacks.
+    vectorize : bool
+        Train stackable members as stacked networks (else one run each).
+    share_all : bool
+        Pre-train every candidate (else only the ones that share runs).
+
+    Returns
+    -------
+    trained : dict
+        Registry key -> :class:`~sknets._plan.TrainedState`.
+    seconds : dict
+        ``(candidate, split) -> (key, seconds)``: when its state was ready.
+    stats : dict
+        ``members``, ``stacks`` (members per stack), ``member_bytes``.
+    """
+    runs = plan_runs(base, candidates, share_all=share_all)
+    n_workers = effective_n_jobs(n_jobs)
+    pid = os.getpid()
+    stats = {"members": 0, "stacks": [], "member_bytes": {}}
+    solo, stacks, blocks = [], {}, {}
+    for r, (epoch_param, common, epochs) in enumerate(runs):
+        wanted = tuple(sorted(set(epochs.values())))
+        for s, (train, _) in enumerate(splits):
+            member = None
+            if vectorize:
+                try:
+                    net, data, prepared = _prepare_member(
+                        clone(base),
+                        X,
+                        y,
+                        train=train,
+                        common=common,
+                        epoch_param=epoch_param,
+                        last=wanted[-1],
+                        fit_params=fit_params,
+                    )
+                    signature = net._stack_signature(prepared)
+                except Exception:  # scikit-learn's fit reports it
+                    signature = None
+                if signature is not None:
+                    data = (type(net).__qualname__, data)  # targets encoded per class
+                    if data not in blocks:
+                        blocks[data] = (
+                            prepared.X,
+                            prepared.target,
+                            prepared.sample_weight,
+                        )
+                    slim = replace(
+                        prepared, X=prepared.X[:0], target=None, sample_weight=None
+                    )
+                    member = (net, slim, data, wanted, r, s)
+                    stacks.setdefault(signature, []).append(member)
+            if member is None:
+                solo.append((r, s))
+    # numbered data blocks, so that a stack ships only its own
+    numbers_ = {data: i for i, data in enumerate(blocks)}
+    block_list = {numbers_[d]: v for d, v in blocks.items()}
+    cost = lambda m: _member_bytes(m[0], m[1]) * m[3][-1]  # noqa: E731
+    limits = {
+        sig: max(
+            1, _memory_budget(ms[0][1].plan.device) // _member_bytes(ms[0][0], ms[0][1])
+        )
+        for sig, ms in stacks.items()
+    }
+    chunks = []
+    for sig, ms in stacks.items():
+        chunks += split_stacks([ms], cost, 0, limits[sig])
+    chunks = split_stacks(
+        chunks, cost, n_workers, max(len(c) for c in chunks) if chunks else 1
+    )
+    for chunk in chunks:
+        stats["stacks"].append(len(chunk))
+        stats["members"] += len(chunk)
+        stats["member_bytes"][len(stats["stacks"]) - 1] = _member_bytes(
+            chunk[0][0], chunk[0][1]
+        )
+    stack_tasks, solo_tasks = [], []
+    for chunk in chunks:
+        used = {numbers_[m[2]] for m in chunk}
+        stack_tasks.append(
+            delayed(_train_stack)(
+                [(m[0], m[1], numbers_[m[2]], m[3]) for m in chunk],
+                {b: block_list[b] for b in used},
+                pid,
+                n_workers,
+            )
+        )
+    for r, s in solo:
+        epoch_param, common, epochs = runs[r]
+        solo_tasks.append(
+            delayed(_train_run)(
+                clone(base),
+                X,
+                y,
+                train=splits[s][0],
+                common=common,
+                epoch_param=epoch_param,
+                epochs=list(epochs.values()),
+                fit_params=fit_params,
+                parent_pid=pid,
+                n_workers=n_workers,
+            )
+        )
+    results = []
+    if stack_tasks:
+        # threads by default: the stacks' data need no copy, no worker starts,
+        # and torch releases the GIL in its kernels (an explicit joblib
+        # backend, e.g. Dask, is used as set)
+        with _parent_threads(n_workers):
+            results += Parallel(
+                n_jobs=n_jobs, pre_dispatch=pre_dispatch, prefer="threads"
+            )(stack_tasks)
+    if solo_tasks:
+        results += Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)(solo_tasks)
+    where = [("stack", c) for c in chunks] + [("run", rs) for rs in solo]
+    trained, seconds = {}, {}
+    for (kind, what), result in zip(where, results, strict=True):
+        if kind == "stack":
+            for (net, _, data, _, r, s), states in zip(what, result, strict=True):
+                params = net.get_params(deep=False)
+                for k, state in states.items():
+                    key = registry.key(net, {**params, EPOCH_PARAM: k}, data[1])
+                    trained[key] = state
+                    for i, e in runs[r][2].items():
+                        if e == k:
+                            seconds[(i, s)] = (key, state.seconds)
+        else:
+            r, s = what
+            for k, (key, state) in result.items():
+                trained[key] = state
+                for i, e in runs[r][2].items():
+                    if e == k:
+                        seconds[(i, s)] = (key, state.seconds)
+    return trained, seconds, stats
