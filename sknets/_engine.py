@@ -863,6 +863,11 @@ def build_net(
     return net
 
 
+# Set by a Ctrl-C caught in :func:`_sigint_flag`: training in other threads
+# (a search's stacks) sees it at its next batch and stops too.
+USER_INTERRUPT = threading.Event()
+
+
 @contextmanager
 def _sigint_flag():
     """Note a Ctrl-C (SIGINT) while training, then let it do what it does.
@@ -870,13 +875,14 @@ def _sigint_flag():
     The handler that was there before still runs (Python's raises
     ``KeyboardInterrupt``, which skorch's ``partial_fit`` catches to end the
     loop cleanly); the flag says that the interrupt came from the user, not
-    from a callback. Outside the main thread signals cannot be handled, and
-    nothing changes.
+    from a callback, and :data:`USER_INTERRUPT` tells training threads. Outside
+    the main thread signals cannot be handled, and nothing changes.
     """
     flag = {"interrupted": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    USER_INTERRUPT.clear()
     previous = signal.getsignal(signal.SIGINT)
     if previous is signal.SIG_IGN or previous is None:
         yield flag
@@ -885,11 +891,13 @@ def _sigint_flag():
     def handler(signum, frame):
         if not callable(previous):  # SIG_DFL: Python would end the process
             flag["interrupted"] = True
+            USER_INTERRUPT.set()
             raise KeyboardInterrupt
         try:
             previous(signum, frame)
         except KeyboardInterrupt:
             flag["interrupted"] = True
+            USER_INTERRUPT.set()
             raise
 
     signal.signal(signal.SIGINT, handler)

@@ -37,6 +37,7 @@ from skorch.helper import predefined_split
 from torch.optim.adam import adam as torch_adam
 
 from sknets._engine import (
+    USER_INTERRUPT,
     SkorchNet,
     StoppingState,
     StopTraining,
@@ -505,6 +506,8 @@ class MemberMonitor(Callback):
     def on_batch_end(
         self, net, batch=None, training=False, member_losses=None, y_pred=None, **kwargs
     ):
+        if USER_INTERRUPT.is_set():  # Ctrl-C in the main thread: stop here
+            raise StopTraining
         counts = batch[1][2]
         if training:
             self._loss += member_losses * counts
@@ -646,6 +649,6 @@ def train_members(module, specs, X, y, sample_weight=None):
     module.generator = torch.Generator(plan.device).manual_seed(plan.torch_seed)
     with _sigint_flag() as flag:
         net.partial_fit(data, None)
-    if flag["interrupted"]:
+    if flag["interrupted"] or USER_INTERRUPT.is_set():
         raise KeyboardInterrupt("Training interrupted by the user.")
     return monitor.results

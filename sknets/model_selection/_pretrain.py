@@ -26,6 +26,7 @@ ahead, as few and as wide as they can be:
 
 import numbers
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -43,7 +44,7 @@ from sknets._base import _BaseNet
 from sknets._compat import check_method_params as _check_method_params
 from sknets._compat import fit_context as _fit_context
 from sknets._compat import safe_split as _safe_split
-from sknets._engine import StopTraining
+from sknets._engine import USER_INTERRUPT, StopTraining, _sigint_flag
 from sknets._members import MemberSpec, train_members
 from sknets._plan import TrainedState
 
@@ -323,6 +324,31 @@ def _memory_budget(device):
     return int(available * MEMORY_SHARE)
 
 
+class _Running:
+    """How many stacks train in this process (``with _RUNNING:``)."""
+
+    def __init__(self):
+        self.count = 0
+        self.changed = threading.Condition()
+
+    def __enter__(self):
+        with self.changed:
+            self.count += 1
+
+    def __exit__(self, *exc):
+        with self.changed:
+            self.count -= 1
+            self.changed.notify_all()
+
+    def wait_idle(self, timeout=60.0):
+        """Wait until no stack trains (at most ``timeout`` seconds)."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.count == 0, timeout)
+
+
+_RUNNING = _Running()
+
+
 def split_stacks(stacks, cost, n_workers, limit):
     """Split stacks (lists of members) to at most ``limit`` members each, and
     until there are at least ``n_workers`` of them when members allow; the
@@ -347,7 +373,7 @@ def _train_stack(members, blocks, parent_pid, n_workers):
     ``blocks`` maps a block number to ``(X, target, sample_weight)`` of one
     training fold. Returns, per member, ``{epoch: TrainedState}``.
     """
-    with _worker_threads(parent_pid, n_workers):
+    with _worker_threads(parent_pid, n_workers), _RUNNING:
         used = sorted({b for _, _, b, _ in members})
         offsets, start = {}, 0
         for b in used:
@@ -526,10 +552,17 @@ def pretrain(
         # threads by default: the stacks' data need no copy, no worker starts,
         # and torch releases the GIL in its kernels (an explicit joblib
         # backend, e.g. Dask, is used as set)
-        with _parent_threads(n_workers):
-            results += Parallel(
-                n_jobs=n_jobs, pre_dispatch=pre_dispatch, prefer="threads"
-            )(stack_tasks)
+        with _parent_threads(n_workers), _sigint_flag():
+            try:
+                results += Parallel(
+                    n_jobs=n_jobs, pre_dispatch=pre_dispatch, prefer="threads"
+                )(stack_tasks)
+            except KeyboardInterrupt:
+                # Ctrl-C: stacks in other threads stop at their next batch;
+                # wait for them before the interrupt goes on
+                USER_INTERRUPT.set()
+                _RUNNING.wait_idle()
+                raise
     if solo_tasks:
         results += Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)(solo_tasks)
     where = [("stack", c) for c in chunks] + [("run", rs) for rs in solo]
