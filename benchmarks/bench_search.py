@@ -1,140 +1,186 @@
-"""Wall time of scikit-learn's GridSearchCV against sknets' on MNIST-sized data.
+"""Grid searches side by side: scikit-learn's MLP, sknets one run at a time, stacked.
 
-Both searches tune the same :class:`sknets.MLPClassifier` over
-``{max_iter: [5, 10, 20], hidden_layer_sizes: [(32,), (128,)]}`` with 3-fold
-cross-validation. scikit-learn's search trains 18 networks (3 x (5 + 10 + 20)
-x 2 = 210 epochs); sknets' trains 6 (6 x 20 = 120 epochs) and scores each fold
-at every epoch count on the way. The script prints both wall times, their
-ratio, the epochs each search ran and the largest difference between the two
-``cv_results_`` scores (0 up to float rounding: the searches are equivalent).
+Four searches over the same grid and folds, each in a fresh Python process
+(so each pays its own imports and worker start-up), one after the other:
 
-Data: ``../shared/data/mnist`` when present (a subsample of ``--rows`` rows),
-else synthetic 784-feature data of the same shape. Run
-``python benchmarks/bench_search.py --help`` for options.
+- ``sklearn``: scikit-learn's ``GridSearchCV`` over scikit-learn's
+  ``MLPClassifier``;
+- ``sklearn+sknets``: scikit-learn's ``GridSearchCV`` over
+  ``sknets.MLPClassifier`` (every (candidate, fold) trained on its own);
+- ``sknets-runs``: ``sknets.model_selection.GridSearchCV(vectorize=False)``
+  (one run per fold for all the ``max_iter`` of a candidate);
+- ``sknets``: the default, ``vectorize=True`` (those runs trained as the
+  members of stacked networks).
+
+Grids:
+
+- ``digits``: ``load_digits`` as given (1,797 x 64, float64),
+  ``{"hidden_layer_sizes": [(32,), (64,), (128,)], "alpha": [1e-4, 1e-2],
+  "max_iter": [20, 50, 100]}``, 5 folds, default estimators with
+  ``random_state=0``: what a new user would try.
+- ``mnist``: 10,000 rows of ``../shared/data/mnist`` (float32 in [0, 1]; synthetic
+  data of that shape when absent), ``{"hidden_layer_sizes": [(64,), (128,)],
+  "alpha": [1e-4, 1e-2], "max_iter": [5, 10, 20]}``, 3 folds.
+
+Printed per search: wall time, its ratio to ``sklearn``, best score and
+parameters, and for the stacked search the members per stack; then the
+largest difference between the ``mean_test_score`` of ``sknets`` and of
+``sklearn+sknets`` (0 up to float rounding: the same fits). Run
+``python benchmarks/bench_search.py --help`` for options; ``--json`` writes
+everything.
 """
 
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import sklearn
-import torch
-from sklearn import model_selection as skms
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _datasets import mnist_float32  # noqa: E402
-
-from sknets import MLPClassifier  # noqa: E402
-from sknets._base import _BaseNet  # noqa: E402
-from sknets.model_selection import GridSearchCV  # noqa: E402
+HERE = Path(__file__).resolve().parent
+SEARCHES = ("sklearn", "sklearn+sknets", "sknets-runs", "sknets")
 
 
-def _count_epochs():
-    """Patch ``_BaseNet._fit`` to count epochs run; returns the counter."""
-    counter = {"epochs": 0}
-    original = _BaseNet._fit
+def _data(grid):
+    import numpy as np
 
-    def counting(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        counter["epochs"] += len(self.history_)
-        return result
+    if grid == "digits":
+        from sklearn.datasets import load_digits
 
-    _BaseNet._fit = counting
-    return counter
+        X, y = load_digits(return_X_y=True)
+        return (
+            X,
+            y,
+            "load_digits",
+            5,
+            {
+                "hidden_layer_sizes": [(32,), (64,), (128,)],
+                "alpha": [1e-4, 1e-2],
+                "max_iter": [20, 50, 100],
+            },
+        )
+    sys.path.insert(0, str(HERE))
+    from _datasets import mnist_float32
+
+    X, y, _, _, source = mnist_float32(synthetic_rows=10_000)
+    rows = np.random.RandomState(0).choice(len(X), size=10_000, replace=False)
+    return (
+        X[rows],
+        y[rows],
+        source,
+        3,
+        {
+            "hidden_layer_sizes": [(64,), (128,)],
+            "alpha": [1e-4, 1e-2],
+            "max_iter": [5, 10, 20],
+        },
+    )
+
+
+def run_one(name, grid, n_jobs, threads, device):
+    """One search in this process; its results as a dict."""
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    from sklearn import model_selection as skms
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    from sknets import MLPClassifier
+    from sknets.model_selection import GridSearchCV
+
+    X, y, source, cv, param_grid = _data(grid)
+    kw = dict(cv=cv, n_jobs=n_jobs)
+    if name == "sklearn":
+        search = skms.GridSearchCV(SkMLP(random_state=0), param_grid, **kw)
+    else:
+        est = MLPClassifier(random_state=0, device=device)
+        if name == "sklearn+sknets":
+            search = skms.GridSearchCV(est, param_grid, **kw)
+        else:
+            search = GridSearchCV(est, param_grid, vectorize=name == "sknets", **kw)
+    start = time.perf_counter()
+    search.fit(X, y)
+    seconds = time.perf_counter() - start
+    stacking = getattr(search, "stacking_", None)
+    return {
+        "seconds": seconds,
+        "refit_seconds": search.refit_time_,
+        "best_score": float(search.best_score_),
+        "best_params": {k: str(v) for k, v in search.best_params_.items()},
+        "mean_test_score": search.cv_results_["mean_test_score"].tolist(),
+        "stacks": None if stacking is None else stacking["stacks"],
+        "member_bytes": None if stacking is None else stacking["member_bytes"],
+        "data": source,
+        "shape": list(X.shape),
+        "dtype": str(X.dtype),
+        "cv": cv,
+        "grid": {k: [str(v) for v in vs] for k, vs in param_grid.items()},
+    }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000, help="training rows")
-    parser.add_argument("--cv", type=int, default=3)
-    parser.add_argument("--max-iter", default="5,10,20", help="epoch counts")
-    parser.add_argument("--hidden", default="32,128", help="hidden layer sizes")
-    parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--n-jobs", type=int, default=None)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (parent)"
-    )
+    parser.add_argument("--grid", choices=["digits", "mnist", "both"], default="both")
+    parser.add_argument("--searches", default=",".join(SEARCHES))
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one:  # a child process: one search, JSON on stdout
+        result = run_one(args.one, args.grid, args.n_jobs, args.threads, args.device)
+        print(json.dumps(result))
+        return result
 
-    torch.set_num_threads(args.threads)
-    warnings.simplefilter("ignore")
-    X, y, _, _, source = mnist_float32(synthetic_rows=args.rows)
-    rng = np.random.RandomState(0)
-    rows = rng.choice(len(X), size=min(args.rows, len(X)), replace=False)
-    X, y = X[rows], y[rows]
-    grid = {
-        "max_iter": [int(v) for v in args.max_iter.split(",")],
-        "hidden_layer_sizes": [(int(v),) for v in args.hidden.split(",")],
+    grids = ["digits", "mnist"] if args.grid == "both" else [args.grid]
+    names = args.searches.split(",")
+    report = {
+        "args": vars(args),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "grids": {},
     }
-    est = MLPClassifier(
-        batch_size=args.batch_size,
-        tol=0.0,
-        n_iter_no_change=10_000,  # every run reaches its max_iter
-        random_state=0,
-        device=args.device,
-    )
-    # warm-up (torch kernels, lazy imports) so that neither search pays it
-    from sklearn.base import clone
-
-    clone(est).set_params(max_iter=1).fit(X[:500], y[:500])
-    counter = _count_epochs()
-    kw = dict(cv=args.cv, refit=False, n_jobs=args.n_jobs)
-    print(
-        f"data: {source} {X.shape}, grid: {grid}, cv={args.cv}, "
-        f"batch_size={args.batch_size}, torch threads={args.threads}, "
-        f"n_jobs={args.n_jobs}, device={args.device}"
-    )
-    results = {}
-    for name, search_cls in [
-        ("sklearn", skms.GridSearchCV),
-        ("sknets", GridSearchCV),
-    ]:
-        counter["epochs"] = 0
-        start = time.perf_counter()
-        search = search_cls(est, grid, **kw).fit(X, y)
-        seconds = time.perf_counter() - start
-        results[name] = {
-            "seconds": seconds,
-            "epochs": counter["epochs"],  # in this process (n_jobs=None/1)
-            "mean_test_score": search.cv_results_["mean_test_score"].tolist(),
-            "mean_fit_time": search.cv_results_["mean_fit_time"].tolist(),
-            "best_params": {k: str(v) for k, v in search.best_params_.items()},
-        }
+    for grid in grids:
+        results = {}
+        for name in names:
+            cmd = [sys.executable, __file__, "--one", name, "--grid", grid]
+            cmd += ["--n-jobs", str(args.n_jobs), "--threads", str(args.threads)]
+            cmd += ["--device", args.device]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        first = next(iter(results.values()))
         print(
-            f"{name:8s} {seconds:8.1f} s  epochs run: {counter['epochs']:4d}  "
-            f"best: {search.best_params_}"
+            f"\n{grid}: {first['data']} {first['shape']} {first['dtype']}, "
+            f"cv={first['cv']}, n_jobs={args.n_jobs}, torch threads={args.threads}, "
+            f"device={args.device}\ngrid: {first['grid']}"
         )
-    diff = np.max(
-        np.abs(
-            np.subtract(
-                results["sklearn"]["mean_test_score"],
-                results["sknets"]["mean_test_score"],
+        base = results.get("sklearn", first)["seconds"]
+        print(f"{'search':16s} {'seconds':>8s} {'ratio':>6s} {'best':>7s}  best params")
+        for name, r in results.items():
+            print(
+                f"{name:16s} {r['seconds']:8.1f} {r['seconds'] / base:6.2f} "
+                f"{r['best_score']:7.4f}  {r['best_params']}"
+                + (f"  members per stack: {r['stacks']}" if r["stacks"] else "")
             )
-        )
-    )
-    ratio = results["sklearn"]["seconds"] / results["sknets"]["seconds"]
-    print(f"speed-up (sklearn / sknets): {ratio:.2f}x")
-    print(f"max |mean_test_score difference|: {diff:.3g}")
+        if "sknets" in results and "sklearn+sknets" in results:
+            diff = max(
+                abs(a - b)
+                for a, b in zip(
+                    results["sknets"]["mean_test_score"],
+                    results["sklearn+sknets"]["mean_test_score"],
+                    strict=True,
+                )
+            )
+            print(f"max |mean_test_score(sknets) - (sklearn+sknets)|: {diff:.3g}")
+            results["max_score_diff"] = diff
+        report["grids"][grid] = results
     if args.json:
-        payload = {
-            "args": vars(args),
-            "data": source,
-            "shape": list(X.shape),
-            "platform": platform.platform(),
-            "versions": {"torch": torch.__version__, "sklearn": sklearn.__version__},
-            "results": results,
-            "ratio": ratio,
-            "max_score_diff": float(diff),
-        }
-        Path(args.json).write_text(json.dumps(payload, indent=2))
-    return results
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":

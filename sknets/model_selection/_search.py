@@ -1,14 +1,12 @@
-"""Hyper-parameter searches that train each network once for every epoch count.
+"""Hyper-parameter searches that train many networks as one.
 
-scikit-learn's searches fit every (candidate, fold) pair from scratch. When the
-grid holds several values of the epoch parameter (``max_iter``) of a sknets
-network, the candidates that differ only in ``max_iter`` share one training run
-per fold here: the run goes to the largest requested ``max_iter`` and keeps
-the network's state at every requested epoch count on the way (the
-``epoch_callback`` hook of :meth:`sknets._base._BaseNet._fit`). Then
-scikit-learn's own ``BaseSearchCV.fit`` runs the search, and each candidate's
-``fit`` picks up its trained state from :mod:`sknets._registry` instead of
-training. Everything else (splitting, scoring, ``cv_results_``, ranking,
+scikit-learn's searches fit every (candidate, fold) pair from scratch. Here
+the networks are trained first (:mod:`sknets.model_selection._pretrain`):
+candidates that differ only in ``max_iter`` share one run per fold, and runs
+of networks of one shape are trained as the members of one stacked network.
+Then scikit-learn's own ``BaseSearchCV.fit`` runs the search, and each
+candidate's ``fit`` picks up its trained state from :mod:`sknets._registry`
+instead of training. Everything else (splitting, scoring, ``cv_results_``, ranking,
 ``error_score``, the callback API, refit) is scikit-learn's own code; nothing
 of it is copied here.
 """
@@ -146,19 +144,26 @@ def _keys(grid):
 
 
 class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
-    """Exhaustive search that trains each network once for all its epoch counts.
+    """Exhaustive search that trains many networks as one.
 
     A drop-in for :class:`sklearn.model_selection.GridSearchCV`: the same
-    parameters, attributes (``cv_results_``, ``best_params_``,
-    ``best_estimator_``, ``best_score_``, ``refit_time_``, ...) and methods.
-    When ``estimator`` is a sknets network, or a ``Pipeline`` ending in one,
-    and the grid holds its epoch parameter (``max_iter``, or
-    ``<step>__max_iter`` in a pipeline), the candidates that differ only in
-    ``max_iter`` share one training run per fold: the run goes to the largest
-    requested ``max_iter`` and the held-out fold is scored at every requested
-    epoch count along the way. With ``max_iter`` in ``[5, 10, 20]`` that is 20
-    epochs per fold and setting instead of 35. Any other grid or estimator is
-    searched exactly as scikit-learn does.
+    parameters (plus ``vectorize``), attributes (``cv_results_``,
+    ``best_params_``, ``best_estimator_``, ``best_score_``, ``refit_time_``,
+    ...) and methods. When ``estimator`` is a sknets network, or a
+    ``Pipeline`` ending in one, the networks are trained before scikit-learn's
+    search runs, in two ways that compound:
+
+    - candidates that differ only in the epoch parameter (``max_iter``, or
+      ``<step>__max_iter`` in a pipeline) share one training run per fold:
+      the run goes to the largest requested ``max_iter`` and the held-out fold
+      is scored at every requested epoch count along the way (with
+      ``max_iter`` in ``[5, 10, 20]``, 20 epochs per fold and setting instead
+      of 35);
+    - the runs of networks of one shape (all the folds, and candidates that
+      differ in ``alpha``, ``learning_rate_init``, ``dropout``, ``tol``...)
+      are trained at once, as the members of one stacked network.
+
+    Any other estimator is searched exactly as scikit-learn does.
 
     Parameters
     ----------
@@ -197,6 +202,12 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
     return_train_score : bool, default=False
         Also score the training folds (at every epoch count).
 
+    vectorize : bool, default=True
+        Train the (candidate, fold) runs of networks of one shape as the
+        members of one stacked network (see Notes). ``False``: one training
+        run per candidate group and fold, each a standalone network, and only
+        when the grid holds ``max_iter``.
+
     Attributes
     ----------
     cv_results_ : dict of numpy (masked) ndarrays
@@ -229,6 +240,12 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
 
     multimetric_ : bool
         Whether the scorers compute several metrics.
+
+    stacking_ : dict
+        How the runs were trained ahead: ``members`` (runs trained as stacked
+        members), ``stacks`` (members per stacked network, in training order)
+        and ``member_bytes`` (planned memory per member of each stack:
+        weights, gradients, two Adam moments, one batch of activations).
 
     See Also
     --------
@@ -272,6 +289,33 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
     worker ``cuda`` is that worker's GPU. Alternatively put the device in the
     grid (``{"device": ["cuda:0", "cuda:1"]}``) only if the device is meant to
     be a searched parameter: it multiplies the candidates.
+
+    **Many networks trained as one** (``vectorize=True``). Every run the
+    search needs (a candidate group on a training fold) is first *prepared*:
+    the estimator's ``fit`` runs on the fold (a ``Pipeline`` fits its
+    transformers) until the network is about to train, and the network
+    resolves its training plan. Runs whose networks share the class, the
+    layer sizes, the activation, the optimizer and its settings, the batch
+    size, the output, the precision and the device are grouped, and each
+    group is trained as one stacked network: weights ``(members, in, out)``,
+    one batched matrix product per layer, one optimizer step for all. Each
+    member keeps its own initialization (the same draw as its own ``fit``),
+    its fold rows and their order, its ``alpha``/``l1_ratio``, learning rate
+    and schedule, its early-stopping split and its stopping rules; a member
+    that stops is frozen while the others go on. Groups are split to stay
+    under a quarter of the available host memory (or half the free GPU
+    memory) and so that ``n_jobs`` of them train at once: in threads of this
+    process, or with the joblib backend in use (e.g. Dask). Networks that
+    cannot be stacked (batch normalization, sparse input, convolutional
+    networks, L-BFGS, ``compile``/``autocast``) are trained one run at a time.
+
+    **Exactness.** Without dropout, every score in ``cv_results_`` equals
+    what ``sklearn.model_selection.GridSearchCV`` gives over the same sknets
+    estimator, to float rounding (1e-6 in float64; tested). With dropout the
+    members draw their masks from one generator seeded by the first member's
+    ``random_state``, so a member's run differs from its own ``fit`` as
+    another seed would (still reproducible); ``vectorize=False`` gives the
+    standalone fits.
 
     **scikit-learn does the searching.** The shared runs are trained first;
     then scikit-learn's own ``fit`` runs the search, and each candidate's
@@ -339,11 +383,12 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
 
 
 class RandomizedSearchCV(_EpochSharingMixin, _SkRandomizedSearchCV):
-    """Randomized search that trains each network once for all its epoch counts.
+    """Randomized search that trains many networks as one.
 
     A drop-in for :class:`sklearn.model_selection.RandomizedSearchCV`; the
     sampled candidates that differ only in the network's ``max_iter`` share one
-    training run per fold, exactly as in :class:`GridSearchCV` (see its Notes).
+    training run per fold, and runs of networks of one shape train as one
+    stacked network, exactly as in :class:`GridSearchCV` (see its Notes).
     Sampling ``max_iter`` from a short list (``[5, 10, 20]``) makes such
     candidates common; a continuous distribution makes them rare.
 
@@ -385,6 +430,10 @@ class RandomizedSearchCV(_EpochSharingMixin, _SkRandomizedSearchCV):
     return_train_score : bool, default=False
         Also score the training folds.
 
+    vectorize : bool, default=True
+        Train runs of networks of one shape as one stacked network (see
+        :class:`GridSearchCV`).
+
     Attributes
     ----------
     cv_results_ : dict of numpy (masked) ndarrays
@@ -413,6 +462,9 @@ class RandomizedSearchCV(_EpochSharingMixin, _SkRandomizedSearchCV):
 
     multimetric_ : bool
         Whether the scorers compute several metrics.
+
+    stacking_ : dict
+        How the runs were trained ahead (see :class:`GridSearchCV`).
 
     See Also
     --------
