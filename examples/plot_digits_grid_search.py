@@ -11,8 +11,11 @@ The main demo: a ``Pipeline`` of ``StandardScaler`` and
 
 The sknets search is :class:`sknets.model_selection.GridSearchCV`, a drop-in
 for scikit-learn's that trains each network once per fold to the largest
-``max_iter`` and scores the smaller epoch counts on the way: the same
-``cv_results_`` as scikit-learn's search, for fewer epochs trained.
+``max_iter``, scores the smaller epoch counts on the way, and trains the runs
+of networks of one width (all folds, ``alpha`` and ``dropout`` values) as the
+members of one stacked network. Without dropout its ``cv_results_`` are
+scikit-learn's search's over the same estimator; with dropout the members
+draw their masks from one generator (as another seed would).
 """
 
 # %%

@@ -40,17 +40,16 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.parallel import Parallel, delayed
 
 from sknets import _registry as registry
-from sknets._base import _BaseNet
+from sknets._base import _HISTORY_KEYS, _BaseNet
 from sknets._compat import check_method_params as _check_method_params
 from sknets._compat import fit_context as _fit_context
 from sknets._compat import safe_split as _safe_split
-from sknets._engine import USER_INTERRUPT, StopTraining, _sigint_flag
+from sknets._engine import USER_INTERRUPT, _sigint_flag
 from sknets._members import MemberSpec, train_members
 from sknets._plan import TrainedState
 
 EPOCH_PARAM = "max_iter"
 _EPOCH_SOLVERS = ("sgd", "adam")
-_HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_score", "dur")
 
 # At most this share of the available host memory (or of the free memory of
 # the GPU) is planned for one stack's members.
@@ -407,10 +406,7 @@ def _train_stack(members, blocks, parent_pid, n_workers):
             specs.append(MemberSpec(plan, rows + offsets[b], valid, tuple(epochs)))
             pairs.append((net, replace(prepared, X=blocks[b][0][:0])))
         module = pairs[0][0]._stack(pairs)
-        try:
-            return train_members(module, specs, X, target, sample_weight)
-        except StopTraining:  # pragma: no cover - ended by the monitor
-            return [{} for _ in members]
+        return train_members(module, specs, X, target, sample_weight)
 
 
 # --------------------------------------------------------------------------- all of it

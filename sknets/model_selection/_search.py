@@ -81,6 +81,7 @@ class _EpochSharingMixin:
         """
         self._validate_params()
         if not self._pretrains():
+            self.stacking_ = {"members": 0, "stacks": [], "member_bytes": {}}
             return super().fit(X, y, **params)
         trained, seconds, self.stacking_ = self._pretrain(X, y, params)
         # the states live in this process: candidates are fitted (picked up)
