@@ -410,30 +410,43 @@ def run_imdb(args):
     return [summary, curve], notes
 
 
-def run_grid(args):
-    import bench_search
+def _two_searches(X_all, rows, max_iter, hidden):
+    """scikit-learn's GridSearchCV and sknets' over one MNIST grid, timed."""
+    from sklearn.model_selection import GridSearchCV as SkGridSearchCV
 
+    from sknets.model_selection import GridSearchCV
+
+    _, y_all, _, _, _ = mnist_float32()
+    pick = np.random.RandomState(0).choice(len(X_all), size=rows, replace=False)
+    X, y = X_all[pick], y_all[pick]
+    grid = {"max_iter": max_iter, "hidden_layer_sizes": [(h,) for h in hidden]}
+    est = MLPClassifier(
+        batch_size=200, tol=0.0, n_iter_no_change=10_000, random_state=0, device="cpu"
+    )
+    out = {}
+    for name, cls, epochs in [
+        ("sklearn", SkGridSearchCV, 3 * len(hidden) * sum(max_iter)),
+        ("sknets", GridSearchCV, 3 * len(hidden) * max(max_iter)),
+    ]:
+        start = time.perf_counter()
+        search = cls(est, grid, cv=3, refit=False).fit(X, y)
+        out[name] = {
+            "seconds": time.perf_counter() - start,
+            "epochs": epochs,  # tol=0: every run trains all its epochs
+            "mean_test_score": search.cv_results_["mean_test_score"].tolist(),
+            "best_params": {k: str(v) for k, v in search.best_params_.items()},
+        }
+    return out
+
+
+def run_grid(args):
     X, _, _, _, source = mnist_float32()
     if source != "mnist":
         return _no_data("MNIST")
     max_iter, hidden = [5, 10, 20], [32, 128, 512]
-    argv = [
-        "--rows",
-        str(args.rows),
-        "--cv",
-        "3",
-        "--max-iter",
-        ",".join(map(str, max_iter)),
-        "--hidden",
-        ",".join(map(str, hidden)),
-        "--threads",
-        str(torch.get_num_threads()),
-        "--device",
-        "cpu",
-    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = bench_search.main(argv)
+        results = _two_searches(X, args.rows, max_iter, hidden)
     warnings.resetwarnings()
     grid = {"max_iter": max_iter, "hidden_layer_sizes": [(h,) for h in hidden]}
     params = list(sklearn.model_selection.ParameterGrid(grid))

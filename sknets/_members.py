@@ -324,6 +324,13 @@ class _StackedOptimizer(torch.optim.Optimizer):
         self.active = self.live.clone()
         self.steps = torch.zeros(len(member_lr), dtype=torch.int64, device=first.device)
 
+    @staticmethod
+    def _evaluate(closure):
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
     def _moving(self):
         moving = self.active & self.live
         self.steps += moving
@@ -344,10 +351,7 @@ class StackedAdam(_StackedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         moving, everyone = self._moving()
         uniform = everyone and bool((self.steps == self.steps[0]).all())
         if uniform and bool((self.member_lr == self.member_lr[0]).all()):
@@ -435,10 +439,7 @@ class StackedSGD(_StackedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         moving, _ = self._moving()
         for group in self.param_groups:
             mu = group["momentum"]

@@ -138,40 +138,23 @@ def plan_runs(base_estimator, candidate_params, share_all=True):
 
 
 @contextmanager
-def _worker_threads(parent_pid, n_workers):
-    """Cap torch's intra-op threads in a worker process, for this task only.
+def _threads(n_workers, parent_pid=None):
+    """Cap torch's intra-op threads at ``cpu_count // n_workers``, for a while.
 
-    In a process other than the search's own (joblib's loky workers, Dask
-    workers) each of ``n_workers`` concurrent tasks gets at most
-    ``cpu_count // n_workers`` threads (at least one), so that the workers
-    together do not oversubscribe the cores. The parent process, where
-    ``n_jobs=1`` runs, is never touched.
+    Worker tasks (``parent_pid`` given) are capped only in a process other
+    than the search's own (joblib's loky workers, Dask workers), where each of
+    ``n_workers`` concurrent tasks gets at most ``cpu_count // n_workers``
+    threads so that the workers together do not oversubscribe the cores. In
+    the search's own process (``parent_pid=None``: stacks training in
+    threads) the per-process setting is shared out the same way while they
+    train. Either way the setting is restored after.
     """
-    if os.getpid() == parent_pid:
+    if parent_pid is not None and os.getpid() == parent_pid:
         yield
         return
     before = torch.get_num_threads()
     cap = max(1, (os.cpu_count() or 1) // max(1, n_workers))
-    if before > cap:
-        torch.set_num_threads(cap)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-@contextmanager
-def _parent_threads(n_workers):
-    """Torch's intra-op threads shared out among ``n_workers`` worker threads.
-
-    Stacks train in threads of the search's process when no joblib backend is
-    set; for that time each gets ``cpu_count // n_workers`` intra-op threads
-    (torch's setting is per process), and the setting is restored after.
-    """
-    before = torch.get_num_threads()
-    cap = max(1, (os.cpu_count() or 1) // max(1, n_workers))
-    if n_workers > 1 and before > cap:
+    if (parent_pid is not None or n_workers > 1) and before > cap:
         torch.set_num_threads(cap)
     try:
         yield
@@ -240,7 +223,7 @@ def _train_run(
     Returns ``{epoch: (registry key, TrainedState)}``, or ``{}`` when the run
     fails (scikit-learn's fit then trains and reports each candidate).
     """
-    with _worker_threads(parent_pid, n_workers):
+    with _threads(n_workers, parent_pid):
         wanted = sorted(set(epochs))
         last = wanted[-1]
         estimator = estimator.set_params(**clone(common, safe=False))
@@ -372,7 +355,7 @@ def _train_stack(members, blocks, parent_pid, n_workers):
     ``blocks`` maps a block number to ``(X, target, sample_weight)`` of one
     training fold. Returns, per member, ``{epoch: TrainedState}``.
     """
-    with _worker_threads(parent_pid, n_workers), _RUNNING:
+    with _threads(n_workers, parent_pid), _RUNNING:
         used = sorted({b for _, _, b, _ in members})
         offsets, start = {}, 0
         for b in used:
@@ -548,7 +531,7 @@ def pretrain(
         # threads by default: the stacks' data need no copy, no worker starts,
         # and torch releases the GIL in its kernels (an explicit joblib
         # backend, e.g. Dask, is used as set)
-        with _parent_threads(n_workers), _sigint_flag():
+        with _threads(n_workers), _sigint_flag():
             try:
                 results += Parallel(
                     n_jobs=n_jobs, pre_dispatch=pre_dispatch, prefer="threads"
