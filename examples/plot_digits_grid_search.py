@@ -13,9 +13,9 @@ The sknets search is :class:`sknets.model_selection.GridSearchCV`, a drop-in
 for scikit-learn's that trains each network once per fold to the largest
 ``max_iter``, scores the smaller epoch counts on the way, and trains the runs
 of networks of one width (all folds, ``alpha`` and ``dropout`` values) as the
-members of one stacked network. Without dropout its ``cv_results_`` are
-scikit-learn's search's over the same estimator; with dropout the members
-draw their masks from one generator (as another seed would).
+members of one stacked network. Its ``cv_results_`` are scikit-learn's
+search's over the same estimator (each member even draws the dropout masks of
+its own fit).
 """
 
 # %%

@@ -19,8 +19,9 @@ own losses, so their gradients never mix. Each member keeps what its own
   is frozen: its learning rate is zero from then on),
 - its validation rows (``early_stopping``) and best weights.
 
-Dropout masks are drawn for all members at once from one generator, so with
-dropout a member's run equals its standalone fit only as another seed would.
+- its dropout masks, drawn from a generator of its own in the state its own
+  ``fit`` has after initialization, as its ``nn.Dropout`` layers would
+  draw them (on the CPU; on a GPU seeded by its seed instead).
 
 :func:`train_members` returns, for every member and every epoch count it was
 asked for, the :class:`~sknets._plan.TrainedState` its ``fit`` adopts.
@@ -286,6 +287,7 @@ class MembersNet(SkorchNet):
     def train_step_single(self, batch, **fit_params):
         """skorch's step; members without rows in this batch do not step."""
         self.optimizer_.active = batch[1][2] > 0
+        self.module_.row_counts = batch[1][2]  # dropout masks over real rows
         step = super().train_step_single(batch, **fit_params)
         step["member_losses"] = self.__dict__.pop("_member_losses")
         return step
@@ -646,8 +648,6 @@ def train_members(module, specs, X, y, sample_weight=None):
         member_l1_ratio=[s.plan.l1_ratio for s in specs],
     )
     net.initialize()
-    # the dropout masks of all members, from one generator of their own
-    module.generator = torch.Generator(plan.device).manual_seed(plan.torch_seed)
     with _sigint_flag() as flag:
         net.partial_fit(data, None)
     if flag["interrupted"] or USER_INTERRUPT.is_set():

@@ -1,6 +1,7 @@
 """Multi-layer perceptrons: drop-in supersets of scikit-learn's MLP estimators."""
 
 import scipy.sparse as sp
+import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from torch import nn
 
@@ -47,14 +48,20 @@ class _MLPMixin:
 
     def _stack(self, prepared_members):
         """One StackedMLP of ``(estimator, prepared)`` pairs, each freshly drawn."""
-        modules, dropout = [], []
+        modules, dropout, generators = [], [], []
         n_hidden = len(self._hidden_sizes())
         for est, prepared in prepared_members:
             plan = prepared.plan
+            generator = torch.Generator(plan.device)
             with seeded(plan.torch_seed):
                 modules.append(est._new_module(prepared))
+                if plan.device.type == "cpu":  # where its own fit goes on drawing
+                    generator.set_state(torch.get_rng_state())
+                else:
+                    generator.manual_seed(plan.torch_seed)
+            generators.append(generator)
             dropout.append(_per_layer(est.dropout, n_hidden, "dropout"))
-        return StackedMLP(modules, self.activation, dropout)
+        return StackedMLP(modules, self.activation, dropout, generators)
 
     def _set_model_attributes(self):
         layers = [m for m in self.module_.modules() if isinstance(m, nn.Linear)]

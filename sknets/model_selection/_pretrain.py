@@ -438,6 +438,7 @@ def pretrain(
     stats : dict
         ``members``, ``stacks`` (members per stack), ``member_bytes``.
     """
+    USER_INTERRUPT.clear()  # a Ctrl-C of an earlier search is over
     runs = plan_runs(base, candidates, share_all=share_all)
     n_workers = effective_n_jobs(n_jobs)
     pid = os.getpid()

@@ -310,13 +310,14 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
     cannot be stacked (batch normalization, sparse input, convolutional
     networks, L-BFGS, ``compile``/``autocast``) are trained one run at a time.
 
-    **Exactness.** Without dropout, every score in ``cv_results_`` equals
-    what ``sklearn.model_selection.GridSearchCV`` gives over the same sknets
-    estimator, to float rounding (1e-6 in float64; tested). With dropout the
-    members draw their masks from one generator seeded by the first member's
-    ``random_state``, so a member's run differs from its own ``fit`` as
-    another seed would (still reproducible); ``vectorize=False`` gives the
-    standalone fits.
+    **Exactness.** Every score in ``cv_results_`` equals what
+    ``sklearn.model_selection.GridSearchCV`` gives over the same sknets
+    estimator, to float rounding (1e-6 in float64; tested), dropout included:
+    on the CPU each member draws its dropout masks from a generator of its
+    own, in the state its own ``fit`` has after initialization, exactly as
+    that fit's ``nn.Dropout`` layers would (on a GPU the generator is seeded
+    from the member's seed instead, so masks differ as another seed would).
+    ``vectorize=False`` trains one standalone network at a time.
 
     **scikit-learn does the searching.** The shared runs are trained first;
     then scikit-learn's own ``fit`` runs the search, and each candidate's

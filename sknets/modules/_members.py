@@ -33,33 +33,60 @@ class StackedMLP(nn.Module):
     activation : {'identity', 'logistic', 'tanh', 'relu'}
         Activation of the hidden layers.
     dropout : array-like of shape (M, n_hidden_layers)
-        Each member's dropout probability after each hidden layer. The masks
-        of all members are drawn at once, from ``generator``.
-    generator : torch.Generator or None, default=None
-        Where the dropout masks come from (None: torch's global generator).
+        Each member's dropout probability after each hidden layer.
+    generators : sequence of torch.Generator or None, default=None
+        Member ``m``'s dropout masks come from ``generators[m]`` alone, drawn
+        as its own network's ``nn.Dropout`` would draw them (one
+        ``bernoulli_`` per layer and batch, over its real rows): from the
+        generator state its own ``fit`` has after initialization, a member
+        draws the masks of its own ``fit``. None: torch's global generator.
+
+    Attributes
+    ----------
+    row_counts : torch.Tensor or None
+        Rows of each member in the current batch (the others are padding);
+        set by the training loop before each forward pass with dropout.
     """
 
-    def __init__(self, members, activation, dropout, generator=None):
+    def __init__(self, members, activation, dropout, generators=None):
         super().__init__()
-        self.generator = generator
         layers = [_linears(m) for m in members]
-        self.keys = [(f"{n}.weight", f"{n}.bias") for n, _ in layers[0]]
+        # each member's state-dict names (dropout layers shift the indices)
+        self.keys = [[(f"{n}.weight", f"{n}.bias") for n, _ in ls] for ls in layers]
         self.weights = nn.ParameterList(
             nn.Parameter(
                 torch.stack(
                     [ls[i][1].weight.detach().t() for ls in layers]
                 ).contiguous()
             )
-            for i in range(len(self.keys))
+            for i in range(len(self.keys[0]))
         )
         self.biases = nn.ParameterList(
             nn.Parameter(torch.stack([ls[i][1].bias.detach() for ls in layers]))
-            for i in range(len(self.keys))
+            for i in range(len(self.keys[0]))
         )
         self.activation = ACTIVATIONS[activation]()
-        keep = 1.0 - torch.as_tensor(dropout, dtype=self.weights[0].dtype)
-        self.register_buffer("keep", keep.reshape(len(members), -1), persistent=False)
-        self.dropped = [bool((self.keep[:, i] < 1).any()) for i in range(keep.shape[1])]
+        # keep probabilities as Python floats: ``1 - p`` exactly as nn.Dropout
+        self.keep = [[1.0 - float(p) for p in row] for row in dropout]
+        n_hidden = len(self.keys[0]) - 1
+        self.dropped = [any(k[i] < 1 for k in self.keep) for i in range(n_hidden)]
+        self.generators = None if generators is None else list(generators)
+        self.row_counts = None
+
+    def _mask(self, i, h):
+        """Inverted-dropout factors of layer ``i``, member by member."""
+        M, B, H = h.shape
+        mask = torch.zeros_like(h)
+        counts = [B] * M if self.row_counts is None else self.row_counts.tolist()
+        for m in range(M):
+            keep, n = self.keep[m][i], int(counts[m])
+            if keep >= 1:
+                mask[m] = 1
+            elif n:
+                gen = None if self.generators is None else self.generators[m]
+                noise = torch.empty((n, H), dtype=h.dtype, device=h.device)
+                mask[m, :n] = noise.bernoulli_(keep, generator=gen).div_(keep)
+        return mask
 
     @property
     def n_members(self):
@@ -74,21 +101,14 @@ class StackedMLP(nn.Module):
             if i < last:
                 h = self.activation(h)
                 if self.training and self.dropped[i]:
-                    keep = self.keep[:, i].view(-1, 1, 1)
-                    draw = torch.rand(
-                        h.shape,
-                        generator=self.generator,
-                        dtype=h.dtype,
-                        device=h.device,
-                    )
-                    h = h * (draw < keep) / keep
+                    h = h * self._mask(i, h)
         return h
 
     def member_state(self, m):
         """Member ``m``'s weights as the ``state_dict`` of its own network."""
         state = {}
         for (wkey, bkey), W, b in zip(
-            self.keys, self.weights, self.biases, strict=True
+            self.keys[m], self.weights, self.biases, strict=True
         ):
             state[wkey] = W[m].detach().t().clone()
             state[bkey] = b[m].detach().clone()
