@@ -641,6 +641,11 @@ def train_members(module, specs, X, y, sample_weight=None):
         dataset=MemberData,
         train_split=None if valid is None else predefined_split(valid),
         callbacks=[("members", monitor)],
+        # skorch's default callbacks time and average the summed loss: the
+        # monitor keeps each member's own history instead
+        callbacks__epoch_timer=None,
+        callbacks__train_loss=None,
+        callbacks__valid_loss=None,
         callbacks__print_log=None,
         device=plan.device,
         verbose=0,
