@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (
     check_classification_targets,
@@ -261,8 +262,7 @@ class _BaseNet(BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         X, target, n_outputs = self._validate_input(X, y, incremental, reset=first_pass)
-        if sample_weight is not None:
-            sample_weight = check_sample_weight(sample_weight, X, dtype=X.dtype)
+        sample_weight = self._sample_weight(X, y, sample_weight, incremental)
         plan = self._make_plan(
             X.shape[0],
             incremental=incremental,
@@ -273,6 +273,12 @@ class _BaseNet(BaseEstimator):
         )
         check_representable(X, plan.dtype)
         return PreparedFit(X, target, sample_weight, n_outputs, plan)
+
+    def _sample_weight(self, X, y, sample_weight, incremental):
+        """The checked ``sample_weight`` (None: all ones) of a fit's rows."""
+        if sample_weight is None:
+            return None
+        return check_sample_weight(sample_weight, X, dtype=X.dtype)
 
     def _new_module(self, prepared):
         """The untrained module of a first pass, drawn from torch's global RNG.
@@ -772,8 +778,41 @@ class _BaseNet(BaseEstimator):
         return tags
 
 
+CLASS_WEIGHT_CONSTRAINT = {"class_weight": [dict, list, StrOptions({"balanced"}), None]}
+
+
 class _ClassifierNet(_BaseNet):
     """Classification on top of :class:`_BaseNet`, with scikit-learn's label logic."""
+
+    _parameter_constraints: dict = {
+        **_BaseNet._parameter_constraints,
+        **CLASS_WEIGHT_CONSTRAINT,
+    }
+
+    def _sample_weight(self, X, y, sample_weight, incremental):
+        """``sample_weight`` times the weights of the classes (``class_weight``).
+
+        As scikit-learn's linear models: ``'balanced'`` weighs class ``c`` by
+        ``n_samples / (n_classes * count(c))``, a dict by its values (1 for
+        the classes it leaves out); for multilabel ``y`` a list of dicts, one
+        per output, multiplied together (``compute_sample_weight``).
+        """
+        sample_weight = super()._sample_weight(X, y, sample_weight, incremental)
+        class_weight = getattr(self, "class_weight", None)
+        if class_weight is None:
+            return sample_weight
+        if incremental and class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported for partial_fit: the "
+                "class frequencies of one batch are not those of the data. Pass "
+                "a dict, e.g. from sklearn.utils.class_weight.compute_class_weight "
+                "on all the labels."
+            )
+        labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels.ravel()
+        weights = compute_sample_weight(class_weight, labels).astype(X.dtype)
+        return weights if sample_weight is None else sample_weight * weights
 
     def _is_classifier(self):
         return True

@@ -6,7 +6,7 @@ from numbers import Integral
 from sklearn.base import ClassifierMixin
 
 from sknets import _docs
-from sknets._base import _BaseNet, _ClassifierNet
+from sknets._base import CLASS_WEIGHT_CONSTRAINT, _BaseNet, _ClassifierNet
 from sknets._compat import Interval, StrOptions
 from sknets._images import _flatten_images
 from sknets.modules import ConvNetModule
@@ -106,6 +106,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         do.
 
 {training}
+{class_weight}
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
@@ -161,11 +162,13 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
     [(1, 8, 8), (8, 6, 6), (8, 6, 6), (8, 3, 3)]
     """,
         training=_docs.TRAINING,
+        class_weight=_docs.CLASS_WEIGHT,
         fitted=_docs.FITTED,
     )
 
     _parameter_constraints: dict = {
         **_BaseNet._parameter_constraints,
+        **CLASS_WEIGHT_CONSTRAINT,
         "hidden_layer_sizes": [
             "array-like",
             Interval(Integral, 1, None, closed="left"),
@@ -221,6 +224,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         dtype=None,
         compile=False,
         autocast=False,
+        class_weight=None,
     ):
         self.filters = filters
         self.kernel_size = kernel_size
@@ -260,6 +264,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         self.dtype = dtype
         self.compile = compile
         self.autocast = autocast
+        self.class_weight = class_weight
 
     # ---------------------------------------------------------------- checks
 

@@ -172,3 +172,15 @@ FITTED = """\
 def fill(doc, **parts):
     """Insert the shared fragments into a class docstring."""
     return doc.format(**parts)
+
+
+CLASS_WEIGHT = """\
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Weights of the classes, multiplying ``sample_weight`` as in
+        scikit-learn's linear models: ``'balanced'`` weighs each class by
+        ``n_samples / (n_classes * count)`` (the same model as passing
+        ``sklearn.utils.class_weight.compute_sample_weight('balanced', y)``),
+        a dict ``{label: weight}`` by its values (1 for classes it leaves
+        out); for multilabel ``y``, a list of dicts, one per output. Not
+        ``'balanced'`` with ``partial_fit``.
+"""

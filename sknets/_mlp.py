@@ -89,6 +89,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
     ----------
 {architecture}
 {training}
+{class_weight}
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
@@ -129,6 +130,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
     """,
         architecture=_docs.ARCHITECTURE,
         training=_docs.TRAINING,
+        class_weight=_docs.CLASS_WEIGHT,
         fitted=_docs.FITTED,
     )
 
@@ -165,6 +167,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
         dtype=None,
         compile=False,
         autocast=False,
+        class_weight=None,
     ):
         _init_params(self, **{k: v for k, v in locals().items() if k != "self"})
 

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from sknets import _docs
-from sknets._base import _BaseNet, _ClassifierNet
+from sknets._base import CLASS_WEIGHT_CONSTRAINT, _BaseNet, _ClassifierNet
 from sknets._compat import Interval, StrOptions, fit_context
 from sknets._device import resolve_device
 from sknets._images import _check_image_rows, _fold_uint8, _image_input, _target_size
@@ -339,6 +339,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         None keeps the backbone frozen for all ``max_iter`` epochs.
 
 {training}
+{class_weight}
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
@@ -378,11 +379,13 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         training=_docs.TRAINING.replace(
             "max_iter : int, default=200", "max_iter : int, default=20"
         ),
+        class_weight=_docs.CLASS_WEIGHT,
         fitted=_docs.FITTED,
     )
 
     _parameter_constraints: dict = {
         **_BaseNet._parameter_constraints,
+        **CLASS_WEIGHT_CONSTRAINT,
         **_IMAGE_CONSTRAINTS,
         "head_epochs": [Interval(Integral, 0, None, closed="left")],
         "fine_tune_lr": [None, Interval(Real, 0, None, closed="neither")],
@@ -429,6 +432,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         dtype=None,
         compile=False,
         autocast=False,
+        class_weight=None,
     ):
         for name, value in locals().items():
             if name != "self":

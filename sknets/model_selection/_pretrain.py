@@ -464,7 +464,9 @@ def pretrain(
                 except Exception:  # scikit-learn's fit reports it
                     signature = None
                 if signature is not None:
-                    data = (type(net).__qualname__, data)  # targets encoded per class
+                    # targets are encoded per class, weights per class_weight
+                    weights = registry.fingerprint(prepared.sample_weight)[0]
+                    data = (type(net).__qualname__, data, weights)
                     if data not in blocks:
                         blocks[data] = (
                             prepared.X,

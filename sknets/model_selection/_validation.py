@@ -37,8 +37,8 @@ def cross_validate(
     stacked network (see :class:`~sknets.model_selection.GridSearchCV`);
     then scikit-learn's own ``cross_validate`` fits and scores, and each fold's
     fit adopts its trained state. Scores equal scikit-learn's
-    ``cross_validate`` over the same estimator, to float rounding. Anything that cannot be stacked is cross-validated exactly as
-    scikit-learn does.
+    ``cross_validate`` over the same estimator, to float rounding. Anything
+    that cannot be stacked is cross-validated exactly as scikit-learn does.
 
     Parameters
     ----------
