@@ -268,11 +268,15 @@ class _BaseNet(BaseEstimator):
             incremental=incremental,
             first_pass=first_pass,
             x_dtype=X.dtype,
-            stratify=target if (n_outputs == 1 and self._is_classifier()) else None,
+            stratify=self._stratify(target, n_outputs),
             n_epochs_before=0 if first_pass else len(previous.history),
         )
         check_representable(X, plan.dtype)
         return PreparedFit(X, target, sample_weight, n_outputs, plan)
+
+    def _stratify(self, target, n_outputs):
+        """Labels to stratify the validation split by (None: not stratified)."""
+        return None
 
     def _sample_weight(self, X, y, sample_weight, incremental):
         """The checked ``sample_weight`` (None: all ones) of a fit's rows."""
@@ -750,7 +754,11 @@ class _BaseNet(BaseEstimator):
         return cached[3]
 
     def _forward(self, X):
-        """Activated outputs as a float64 array of shape (n_samples, n_outputs)."""
+        """Activated outputs, shape (n_samples, n_outputs), in the fitted precision.
+
+        float32 for a network fitted in float32 (as scikit-learn's MLP keeps
+        float32 input), else float64.
+        """
         if "net_" not in self.__dict__:
             check_is_fitted(self)
         X = self._validate_X(X, reset=False)
@@ -770,7 +778,8 @@ class _BaseNet(BaseEstimator):
             )
         raw = predict_raw(net.module_, data, rows, net.infer)
         out = output_activation(raw, self.out_activation_)
-        return out.to(device="cpu", dtype=torch.float64).numpy()
+        dtype = torch.float32 if dtype == torch.float32 else torch.float64
+        return out.to(device="cpu", dtype=dtype).numpy()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -788,6 +797,12 @@ class _ClassifierNet(_BaseNet):
         **_BaseNet._parameter_constraints,
         **CLASS_WEIGHT_CONSTRAINT,
     }
+
+    def _stratify(self, target, n_outputs):
+        # the user's labels (not their codes), so that errors name them
+        if n_outputs != 1:
+            return None
+        return self.classes_[np.asarray(target).ravel()]
 
     def _sample_weight(self, X, y, sample_weight, incremental):
         """``sample_weight`` times the weights of the classes (``class_weight``).

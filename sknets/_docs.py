@@ -47,9 +47,11 @@ TRAINING = """\
         Tolerance for the stopping rules (see ``n_iter_no_change``).
 
     verbose : bool or int, default=False
-        Print one line per epoch (epoch, losses, validation score, time) to
-        standard error; ``verbose=2`` adds a progress bar over the batches of
-        each epoch (shown only when standard error is a terminal).
+        Print scikit-learn's MLP lines to standard output: ``Iteration N,
+        loss = ...`` per epoch, ``Validation score: ...`` with early stopping,
+        and why training stopped; ``verbose=2`` adds a progress bar over the
+        batches of each epoch (on standard error, shown only when it is a
+        terminal).
 
     warm_start : bool, default=False
         Reuse the previous solution as initialization for the next ``fit``.

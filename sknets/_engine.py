@@ -752,7 +752,7 @@ class EpochMonitor(Callback):
         if self.state.learning_rate != lr:
             self._set_lr(net, self.state.learning_rate)
         if message and self.verbose:
-            print(message, file=sys.stderr)
+            print(message, flush=True)
         return stop
 
     def _set_lr(self, net, lr):
@@ -761,14 +761,10 @@ class EpochMonitor(Callback):
             group["lr"] = lr
 
     def _print(self, row, seconds):
-        parts = [f"epoch {row['epoch']:4d}", f"train_loss {row['train_loss']:.6f}"]
+        """scikit-learn's MLP lines, on stdout: the loss, the validation score."""
+        print(f"Iteration {row['epoch']}, loss = {row['train_loss']:.8f}", flush=True)
         if "valid_score" in row:
-            parts += [
-                f"valid_loss {row['valid_loss']:.6f}",
-                f"valid_score {row['valid_score']:.4f}",
-            ]
-        parts.append(f"{seconds:.2f}s")
-        print("  ".join(parts), file=sys.stderr, flush=True)
+            print(f"Validation score: {row['valid_score']:f}", flush=True)
 
 
 # --------------------------------------------------------------------------- the run

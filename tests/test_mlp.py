@@ -2,8 +2,9 @@
 
 import io
 import pickle
+import re
 import warnings
-from contextlib import redirect_stderr
+from contextlib import redirect_stdout
 from inspect import signature
 
 import joblib
@@ -395,15 +396,28 @@ def test_keyboard_interrupt_keeps_completed_epochs(digits):
     np.testing.assert_array_equal(clf.predict_proba(X), three.predict_proba(X))
 
 
-def test_verbose_prints_one_line_per_epoch(digits):
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_verbose_prints_scikit_learns_lines(digits, early_stopping):
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
     X, y = digits
-    err = io.StringIO()
-    with redirect_stderr(err):
-        MLPClassifier(max_iter=4, verbose=1, **FAST).fit(X, y)
-    lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("epoch")]
-    assert len(lines) == 4 and "train_loss" in lines[0]
+    kw = dict(max_iter=4, verbose=1, early_stopping=early_stopping, tol=10.0)
+    kw["n_iter_no_change"] = 2
+
+    def shape_of(est):
+        out = io.StringIO()
+        with redirect_stdout(out):
+            est.fit(X, y)
+        # the numbers differ (another implementation); the lines do not
+        lines = out.getvalue().splitlines()
+        return [re.sub(r"\d+(\.\d+)?", "N", line) for line in lines]
+
+    ours = shape_of(MLPClassifier(**kw, **FAST))
+    theirs = shape_of(SkMLPClassifier(random_state=0, **kw))
+    assert ours == theirs
+    assert ours[0] == "Iteration N, loss = N" and ours[-1].endswith("Stopping.")
     quiet = io.StringIO()
-    with redirect_stderr(quiet):
+    with redirect_stdout(quiet):
         MLPClassifier(max_iter=2, **FAST).fit(X, y)
     assert quiet.getvalue() == ""
 
@@ -645,13 +659,12 @@ def test_verbose_2_shows_a_batch_progress_bar(digits, monkeypatch):
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
     X, y = digits
-    err = io.StringIO()
-    with redirect_stderr(err):
+    out = io.StringIO()
+    with redirect_stdout(out):
         MLPClassifier(max_iter=2, batch_size=100, verbose=2, **FAST).fit(X, y)
     assert updates == [6] * 12  # 600 rows / 100 = 6 batches, 2 epochs
-    assert (
-        len([ln for ln in err.getvalue().splitlines() if ln.startswith("epoch")]) == 2
-    )
+    lines = out.getvalue().splitlines()
+    assert len([ln for ln in lines if ln.startswith("Iteration ")]) == 2
 
 
 def test_partial_fit_calls_draw_new_batches_reproducibly(digits):

@@ -1,0 +1,72 @@
+"""Behaviours of scikit-learn's MLP that sknets' MLPs reproduce, side by side."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+
+from sknets import MLPClassifier, MLPRegressor
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    X = rng.rand(60, 4)
+    return X, X @ np.array([1.0, -1.0, 0.5, 2.0]), X[:, 0] > 0.5
+
+
+def _error(estimator, *args):
+    with pytest.raises(ValueError) as info:
+        estimator.fit(*args)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    "labels, rare", [((True, False), "False"), (("spam", "ham"), "ham")]
+)
+def test_stratification_errors_name_the_users_labels(data, labels, rare):
+    X, _, _ = data
+    y = np.array([labels[0]] * (len(X) - 1) + [labels[1]])
+    kw = dict(early_stopping=True, max_iter=2)
+    theirs = _error(SkMLPClassifier(**kw), X, y)
+    ours = _error(MLPClassifier(device="cpu", **kw), X, y)
+    # scikit-learn's message, naming the rare label itself (not its code)
+    assert ours.split(":")[0] == theirs.split(":")[0]
+    assert rare in ours.split(":")[-1] and "'0'" not in ours and "'1'" not in ours
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predictions_keep_the_input_precision(data, dtype):
+    X, y_reg, y_clf = data
+    X = X.astype(dtype)
+    kw = dict(max_iter=3, random_state=0)
+    pairs = [
+        (
+            SkMLPRegressor(**kw).fit(X, y_reg).predict(X),
+            MLPRegressor(**kw).fit(X, y_reg).predict(X),
+        ),
+        (
+            SkMLPClassifier(**kw).fit(X, y_clf).predict_proba(X),
+            MLPClassifier(**kw).fit(X, y_clf).predict_proba(X),
+        ),
+    ]
+    for theirs, ours in pairs:
+        assert ours.dtype == theirs.dtype == dtype
+        assert ours.shape == theirs.shape
+    clf = MLPClassifier(**kw).fit(X, y_clf)
+    assert np.allclose(clf.predict_log_proba(X), np.log(clf.predict_proba(X)))
+    assert re.match("float", str(clf.predict_log_proba(X).dtype))
