@@ -564,11 +564,13 @@ class _BaseNet(BaseEstimator):
             self.loss_curve_ = [float(r["train_loss"]) for r in rows]
             if plan.stopping.early_stopping:
                 self.validation_scores_ = [float(r["valid_score"]) for r in rows]
+                self.validation_loss_curve_ = [float(r["valid_loss"]) for r in rows]
                 self.best_validation_score_ = float(state.best_score)
                 self.best_loss_ = None
                 self.best_epoch_ = state.best_epoch
             else:
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
                 self.best_loss_ = float(state.best_loss)
             if (

@@ -135,6 +135,10 @@ FITTED = """\
     validation_scores_ : list of float or None
         Validation score of each epoch with ``early_stopping=True``.
 
+    validation_loss_curve_ : list of float or None
+        Validation loss (the loss alone, without the penalty) of each epoch
+        with ``early_stopping=True``.
+
     best_validation_score_ : float or None
         The best validation score with ``early_stopping=True``.
 

@@ -70,3 +70,22 @@ def test_predictions_keep_the_input_precision(data, dtype):
     clf = MLPClassifier(**kw).fit(X, y_clf)
     assert np.allclose(clf.predict_log_proba(X), np.log(clf.predict_proba(X)))
     assert re.match("float", str(clf.predict_log_proba(X).dtype))
+
+
+def test_validation_loss_curve_with_early_stopping(data):
+    from sklearn.metrics import log_loss
+
+    X, _, y = data
+    clf = MLPClassifier(
+        early_stopping=True, max_iter=5, n_iter_no_change=100, random_state=0
+    ).fit(X, y)
+    assert len(clf.validation_loss_curve_) == clf.n_iter_ == len(clf.loss_curve_)
+    assert clf.validation_loss_curve_ == [r["valid_loss"] for r in clf.history_]
+    # the last epoch's weights are the restored best ones only at the best epoch
+    last = MLPClassifier(
+        early_stopping=True, max_iter=5, n_iter_no_change=100, random_state=0
+    )
+    last.set_params(max_iter=clf.best_epoch_).fit(X, y)
+    assert last.validation_loss_curve_ == clf.validation_loss_curve_[: clf.best_epoch_]
+    assert np.isfinite(log_loss(y, clf.predict_proba(X)))
+    assert MLPClassifier(max_iter=2).fit(X, y).validation_loss_curve_ is None
