@@ -756,10 +756,10 @@ class _BaseNet(BaseEstimator):
         return cached[3]
 
     def _forward(self, X):
-        """Activated outputs, shape (n_samples, n_outputs), in the fitted precision.
+        """Activated outputs, shape (n_samples, n_outputs).
 
-        float32 for a network fitted in float32 (as scikit-learn's MLP keeps
-        float32 input), else float64.
+        float32 when both the network and ``X`` are float32, else float64: the
+        precision scikit-learn's MLP gives (NumPy's promotion of the two).
         """
         if "net_" not in self.__dict__:
             check_is_fitted(self)
@@ -780,8 +780,10 @@ class _BaseNet(BaseEstimator):
             )
         raw = predict_raw(net.module_, data, rows, net.infer)
         out = output_activation(raw, self.out_activation_)
-        dtype = torch.float32 if dtype == torch.float32 else torch.float64
-        return out.to(device="cpu", dtype=dtype).numpy()
+        single = dtype == torch.float32 and X.dtype == np.float32
+        return out.to(
+            device="cpu", dtype=torch.float32 if single else torch.float64
+        ).numpy()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

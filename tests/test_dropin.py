@@ -70,6 +70,12 @@ def test_predictions_keep_the_input_precision(data, dtype):
     clf = MLPClassifier(**kw).fit(X, y_clf)
     assert np.allclose(clf.predict_log_proba(X), np.log(clf.predict_proba(X)))
     assert re.match("float", str(clf.predict_log_proba(X).dtype))
+    # other input precision at predict time: NumPy's promotion, as scikit-learn
+    other = X.astype(np.float64 if dtype == np.float32 else np.float32)
+    sk = SkMLPRegressor(**kw).fit(X, y_reg)
+    assert (
+        MLPRegressor(**kw).fit(X, y_reg).predict(other).dtype == sk.predict(other).dtype
+    )
 
 
 def test_validation_loss_curve_with_early_stopping(data):
