@@ -594,6 +594,16 @@ class _BaseNet(BaseEstimator):
                     "or scale the data.",
                     ConvergenceWarning,
                 )
+            elif int(opt_state.get("func_evals", 0)) >= plan.optimizer_kwargs.get(
+                "max_eval", np.inf
+            ):
+                warnings.warn(
+                    f"lbfgs failed to converge after {self.n_iter_} iteration(s): "
+                    "the maximum number of loss evaluations (max_fun="
+                    f"{plan.optimizer_kwargs['max_eval']}) was reached. Increase "
+                    "max_fun or scale the data.",
+                    ConvergenceWarning,
+                )
 
     @property
     def module_(self):

@@ -95,3 +95,19 @@ def test_validation_loss_curve_with_early_stopping(data):
     assert last.validation_loss_curve_ == clf.validation_loss_curve_[: clf.best_epoch_]
     assert np.isfinite(log_loss(y, clf.predict_proba(X)))
     assert MLPClassifier(max_iter=2).fit(X, y).validation_loss_curve_ is None
+
+
+@pytest.mark.parametrize("limit", [{"max_fun": 3, "max_iter": 200}, {"max_iter": 2}])
+def test_lbfgs_warns_when_its_budget_runs_out(data, limit):
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y, _ = data
+    for est in (SkMLPRegressor, MLPRegressor):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est(solver="lbfgs", random_state=0, **limit).fit(X, y)
+        assert any(issubclass(w.category, ConvergenceWarning) for w in caught), est
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MLPRegressor(solver="lbfgs", max_iter=500, max_fun=15000, tol=1e-2).fit(X, y)
+    assert not any(issubclass(w.category, ConvergenceWarning) for w in caught)
