@@ -196,7 +196,16 @@ class _BaseNet(BaseEstimator):
     # ------------------------------------------------------------------ fit
 
     @fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(
+        self,
+        X,
+        y,
+        sample_weight=None,
+        *,
+        X_val=None,
+        y_val=None,
+        sample_weight_val=None,
+    ):
         """Fit the network to data ``X`` and targets ``y``.
 
         Parameters
@@ -207,6 +216,18 @@ class _BaseNet(BaseEstimator):
             Target values (class labels, label indicator matrix, or numbers).
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights; the loss is ``sum(w * l) / sum(w)``.
+        X_val : {array-like, sparse matrix} of shape (n_val, n_features), \
+                default=None
+            A validation set, as in scikit-learn's ``HistGradientBoosting*``:
+            scored after every epoch (``history_``, ``validation_scores_``,
+            ``validation_loss_curve_``) instead of a ``validation_fraction``
+            split of ``X``; with ``early_stopping=True`` it decides when to
+            stop and which weights to keep. In a ``Pipeline``, pass it with
+            ``transform_input=["X_val"]`` (metadata routing).
+        y_val : array-like of shape (n_val,) or (n_val, n_outputs), default=None
+            Targets of ``X_val`` (required with it).
+        sample_weight_val : array-like of shape (n_val,), default=None
+            Weights of the validation samples.
 
         Returns
         -------
@@ -214,12 +235,36 @@ class _BaseNet(BaseEstimator):
             The fitted estimator.
         """
         trained = None
-        if not (self.warm_start and "net_" in self.__dict__):
+        validation = None
+        if X_val is not None or y_val is not None or sample_weight_val is not None:
+            if X_val is None or y_val is None:
+                raise ValueError(
+                    "X_val and y_val go together: pass both (and optionally "
+                    "sample_weight_val), or none."
+                )
+            validation = (X_val, y_val, sample_weight_val)
+        elif not (self.warm_start and "net_" in self.__dict__):
             # trained by a search (the same parameters and data), or None
             trained = registry.take(self, X, y, sample_weight)
-        return self._fit(X, y, sample_weight, incremental=False, trained=trained)
+        return self._fit(
+            X,
+            y,
+            sample_weight,
+            incremental=False,
+            trained=trained,
+            validation=validation,
+        )
 
-    def _fit(self, X, y, sample_weight, incremental, epoch_callback=None, trained=None):
+    def _fit(
+        self,
+        X,
+        y,
+        sample_weight,
+        incremental,
+        epoch_callback=None,
+        trained=None,
+        validation=None,
+    ):
         """Shared body of ``fit`` and ``partial_fit``, all or nothing.
 
         A call that raises leaves the estimator exactly as it was before the
@@ -234,7 +279,7 @@ class _BaseNet(BaseEstimator):
         """
         saved = dict(self.__dict__)
         try:
-            prepared = self._prepare(X, y, sample_weight, incremental)
+            prepared = self._prepare(X, y, sample_weight, incremental, validation)
             if trained is not None:
                 self._adopt(prepared, trained)
                 return self
@@ -250,11 +295,13 @@ class _BaseNet(BaseEstimator):
             )
         return self
 
-    def _prepare(self, X, y, sample_weight, incremental):
+    def _prepare(self, X, y, sample_weight, incremental, validation=None):
         """Validate the input and resolve the plan: everything before training.
 
         Sets the fitted attributes that come from the data (``n_features_in_``,
-        ``classes_``, ...). Returns a :class:`~sknets._plan.PreparedFit`.
+        ``classes_``, ...). ``validation`` is a given ``(X_val, y_val,
+        sample_weight_val)``, validated like ``X`` against the fitted input.
+        Returns a :class:`~sknets._plan.PreparedFit`.
         """
         self._check_params()
         previous = self.__dict__.get("net_")
@@ -263,6 +310,14 @@ class _BaseNet(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         X, target, n_outputs = self._validate_input(X, y, incremental, reset=first_pass)
         sample_weight = self._sample_weight(X, y, sample_weight, incremental)
+        valid = None
+        if validation is not None:
+            X_val, y_val, sw_val = validation
+            X_val, target_val, _ = self._validate_input(
+                X_val, y_val, incremental, reset=False, validation=True
+            )
+            sw_val = self._sample_weight(X_val, y_val, sw_val, incremental)
+            valid = (X_val, target_val, sw_val)
         plan = self._make_plan(
             X.shape[0],
             incremental=incremental,
@@ -270,9 +325,12 @@ class _BaseNet(BaseEstimator):
             x_dtype=X.dtype,
             stratify=self._stratify(target, n_outputs),
             n_epochs_before=0 if first_pass else len(previous.history),
+            split=valid is None,
         )
         check_representable(X, plan.dtype)
-        return PreparedFit(X, target, sample_weight, n_outputs, plan)
+        if valid is not None:
+            check_representable(valid[0], plan.dtype)
+        return PreparedFit(X, target, sample_weight, n_outputs, plan, valid)
 
     def _stratify(self, target, n_outputs):
         """Labels to stratify the validation split by (None: not stratified)."""
@@ -345,6 +403,13 @@ class _BaseNet(BaseEstimator):
         if plan.valid_rows is not None:
             train_data = data.subset(plan.train_rows)
             valid_data = data.subset(plan.valid_rows)
+        elif prepared.valid is not None:  # a validation set of its own
+            valid_data = ArrayDataset(
+                *prepared.valid,
+                device=plan.device,
+                dtype=plan.dtype,
+                sparse_batches=self._sparse_batches,
+            )
 
         cuda = [plan.device.index or 0] if plan.device.type == "cuda" else []
         with ExitStack() as rng:
@@ -568,9 +633,14 @@ class _BaseNet(BaseEstimator):
                 self.best_validation_score_ = float(state.best_score)
                 self.best_loss_ = None
                 self.best_epoch_ = state.best_epoch
-            else:
-                self.validation_scores_ = None
-                self.validation_loss_curve_ = None
+            else:  # a given validation set is scored without early stopping
+                scored = bool(rows) and "valid_score" in rows[0]
+                self.validation_scores_ = (
+                    [float(r["valid_score"]) for r in rows] if scored else None
+                )
+                self.validation_loss_curve_ = (
+                    [float(r["valid_loss"]) for r in rows] if scored else None
+                )
                 self.best_validation_score_ = None
                 self.best_loss_ = float(state.best_loss)
             if (
@@ -846,12 +916,21 @@ class _ClassifierNet(_BaseNet):
     def _is_classifier(self):
         return True
 
-    def _validate_input(self, X, y, incremental, reset):
+    def _validate_input(self, X, y, incremental, reset, validation=False):
         X, y = self._validate_Xy(X, y, reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+        if validation:  # a validation set: only classes seen in training
+            classes = unique_labels(y)
+            if len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"y_val has classes not in the training data: {classes} vs "
+                    f"classes_ {self.classes_}."
+                )
+        elif (not hasattr(self, "classes_")) or (
+            not self.warm_start and not incremental
+        ):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
@@ -998,7 +1077,7 @@ class _ClassifierNet(_BaseNet):
 class _RegressorNet(_BaseNet):
     """Regression on top of :class:`_BaseNet`."""
 
-    def _validate_input(self, X, y, incremental, reset):
+    def _validate_input(self, X, y, incremental, reset, validation=False):
         X, y = self._validate_Xy(X, y, reset, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)

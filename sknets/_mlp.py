@@ -32,7 +32,7 @@ class _MLPMixin:
 
     def _stack_signature(self, prepared):
         """What members must share to be stacked with this fit, or None."""
-        if self.batch_norm or sp.issparse(prepared.X):
+        if self.batch_norm or sp.issparse(prepared.X) or prepared.valid is not None:
             return None
         plan = prepared.plan
         if not can_stack(plan):

@@ -193,7 +193,8 @@ class PreparedFit:
 
     ``X`` as validated, ``target`` encoded for the loss (class codes, label
     indicators or numbers), ``sample_weight`` checked (or None), the number
-    of network outputs and the :class:`TrainingPlan`.
+    of network outputs, the :class:`TrainingPlan`, and a given validation set
+    ``(X_val, target_val, sample_weight_val)`` validated the same way, or None.
     """
 
     X: object = field(repr=False)
@@ -201,3 +202,4 @@ class PreparedFit:
     sample_weight: object = field(repr=False)
     n_outputs: int
     plan: TrainingPlan
+    valid: tuple | None = field(default=None, repr=False)
