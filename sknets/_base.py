@@ -1,5 +1,6 @@
 """Shared estimator logic: validation, device, seeding, the skorch net, fitted state."""
 
+import copy
 import warnings
 from contextlib import ExitStack
 from dataclasses import asdict, replace
@@ -10,6 +11,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import check_scoring
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
@@ -121,6 +123,7 @@ class _BaseNet(BaseEstimator):
         "dtype": [None, StrOptions({"float32", "float64"})],
         "compile": ["boolean", dict],
         "autocast": ["boolean"],
+        "scoring": [None, str, callable],
     }
 
     # ------------------------------------------------------------------ hooks
@@ -336,6 +339,39 @@ class _BaseNet(BaseEstimator):
         """Labels to stratify the validation split by (None: not stratified)."""
         return None
 
+    @staticmethod
+    def _rows_of(a, rows):
+        return None if a is None else a[rows]
+
+    def _labels(self, target):
+        """The targets a scorer compares predictions with (``target`` decoded)."""
+        return target.ravel() if target.ndim == 2 and target.shape[1] == 1 else target
+
+    def _epoch_scorer(self, valid, plan, n_outputs):
+        """``scoring`` on the validation set, for the network being trained.
+
+        Each epoch the scorer sees a shallow copy of this estimator holding
+        the net as it is (predictions in eval mode; training resumes after).
+        """
+        scorer = check_scoring(self, scoring=self.scoring)
+        X_val, target_val, sw_val = valid
+        labels = self._labels(target_val)
+        kwargs = {} if sw_val is None else {"sample_weight": sw_val}
+
+        def score(net):
+            view = copy.copy(self)
+            view.__dict__.update(
+                net_=net,
+                _dtype=plan.dtype,
+                _device=plan.device,
+                out_activation_=plan.out_activation,
+                n_outputs_=n_outputs,
+            )
+            view.__dict__.pop("_widest", None)
+            return scorer(view, X_val, labels, **kwargs)
+
+        return score
+
     def _sample_weight(self, X, y, sample_weight, incremental):
         """The checked ``sample_weight`` (None: all ones) of a fit's rows."""
         if sample_weight is None:
@@ -411,6 +447,14 @@ class _BaseNet(BaseEstimator):
                 sparse_batches=self._sparse_batches,
             )
 
+        epoch_scorer = None
+        if getattr(self, "scoring", None) is not None and valid_data is not None:
+            if plan.valid_rows is not None:
+                rows = plan.valid_rows
+                valid = (X[rows], target[rows], self._rows_of(sample_weight, rows))
+            else:
+                valid = prepared.valid
+            epoch_scorer = self._epoch_scorer(valid, plan, n_outputs)
         cuda = [plan.device.index or 0] if plan.device.type == "cuda" else []
         with ExitStack() as rng:
             rng.enter_context(seeded(plan.torch_seed, cuda))
@@ -439,6 +483,7 @@ class _BaseNet(BaseEstimator):
                 valid=valid_data,
                 epoch_callback=epoch_callback,
                 previous=previous,
+                epoch_scorer=epoch_scorer,
             )
             try:
                 interrupted = train(net, train_data, plan)
@@ -881,6 +926,13 @@ class _ClassifierNet(_BaseNet):
         **_BaseNet._parameter_constraints,
         **CLASS_WEIGHT_CONSTRAINT,
     }
+
+    def _labels(self, target):
+        if target.ndim == 1:  # class codes
+            return self.classes_[target]
+        if self._label_binarizer.y_type_ != "multilabel-indicator":
+            return self.classes_[target.ravel()]  # binary: (n, 1) codes
+        return target
 
     def _stratify(self, target, n_outputs):
         # the user's labels (not their codes), so that errors name them

@@ -106,6 +106,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         do.
 
 {training}
+{scoring}
 {class_weight}
     Attributes
     ----------
@@ -163,6 +164,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
     """,
         training=_docs.TRAINING,
         class_weight=_docs.CLASS_WEIGHT,
+        scoring=_docs.SCORING,
         fitted=_docs.FITTED,
     )
 
@@ -225,6 +227,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         compile=False,
         autocast=False,
         class_weight=None,
+        scoring=None,
     ):
         self.filters = filters
         self.kernel_size = kernel_size
@@ -265,6 +268,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         self.compile = compile
         self.autocast = autocast
         self.class_weight = class_weight
+        self.scoring = scoring
 
     # ---------------------------------------------------------------- checks
 

@@ -190,3 +190,14 @@ CLASS_WEIGHT = """\
         out); for multilabel ``y``, a list of dicts, one per output. Not
         ``'balanced'`` with ``partial_fit``.
 """
+
+SCORING = """\
+    scoring : str, callable or None, default=None
+        The validation score of every epoch (``history_``,
+        ``validation_scores_``) and of ``early_stopping``: None is
+        scikit-learn's MLP behaviour (accuracy for classifiers, R^2 for
+        regressors); a scorer name (``'neg_log_loss'``, ``'f1_macro'``,
+        ...) or a callable ``scorer(estimator, X_val, y_val)`` as in
+        scikit-learn's searches. Computed on the validation set only
+        (``early_stopping=True`` or ``X_val`` given), higher is better.
+"""

@@ -650,7 +650,16 @@ class EpochMonitor(Callback):
         epoch-sharing search scores its epoch counts with it.
     """
 
-    def __init__(self, rules, state, out_activation, verbose=0, epoch_callback=None):
+    def __init__(
+        self,
+        rules,
+        state,
+        out_activation,
+        verbose=0,
+        epoch_callback=None,
+        epoch_scorer=None,
+    ):
+        self.epoch_scorer = epoch_scorer
         self.rules = rules
         self.state = replace(state)
         self.out_activation = out_activation
@@ -671,6 +680,7 @@ class EpochMonitor(Callback):
         self._close_bar()
         self._outputs = None
         self.epoch_callback = None  # no closure (or its data) in the fitted net
+        self.epoch_scorer = None
         if self.state.best_state is not None:  # loadable on a machine without GPU
             self.state.best_state = {
                 k: v.cpu() for k, v in self.state.best_state.items()
@@ -738,6 +748,8 @@ class EpochMonitor(Callback):
         y = y.to(raw.device)
         w = None if w is None else w.to(raw.device)
         valid_loss = float(net.criterion_(raw, (y, w)))
+        if self.epoch_scorer is not None:  # the estimator's ``scoring``
+            return valid_loss, float(self.epoch_scorer(net))
         score = validation_score(self.rules.score, raw, y, w, self.out_activation)
         return valid_loss, float(score)
 
@@ -780,6 +792,7 @@ def build_net(
     valid=None,
     epoch_callback=None,
     previous=None,
+    epoch_scorer=None,
 ):
     """The skorch net that carries out ``plan``, from constructor arguments only.
 
@@ -802,6 +815,9 @@ def build_net(
     previous : SkorchNet or None
         The fitted net that this call continues: its history goes on, and
         ``partial_fit`` goes on from its optimizer's state.
+    epoch_scorer : callable or None
+        ``epoch_scorer(net) -> float``: the validation score of each epoch
+        (the estimator's ``scoring``), instead of accuracy or R^2.
 
     Returns
     -------
@@ -809,7 +825,12 @@ def build_net(
         Initialized, ready for :func:`train`.
     """
     monitor = EpochMonitor(
-        plan.stopping, state, plan.out_activation, plan.verbose, epoch_callback
+        plan.stopping,
+        state,
+        plan.out_activation,
+        plan.verbose,
+        epoch_callback,
+        epoch_scorer,
     )
     optimizer_kwargs = {f"optimizer__{k}": v for k, v in plan.optimizer_kwargs.items()}
     net = SkorchNet(

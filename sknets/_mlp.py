@@ -32,7 +32,12 @@ class _MLPMixin:
 
     def _stack_signature(self, prepared):
         """What members must share to be stacked with this fit, or None."""
-        if self.batch_norm or sp.issparse(prepared.X) or prepared.valid is not None:
+        if (
+            self.batch_norm
+            or sp.issparse(prepared.X)
+            or prepared.valid is not None
+            or self.scoring is not None  # scorers see one network at a time
+        ):
             return None
         plan = prepared.plan
         if not can_stack(plan):
@@ -89,6 +94,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
     ----------
 {architecture}
 {training}
+{scoring}
 {class_weight}
     Attributes
     ----------
@@ -131,6 +137,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
         architecture=_docs.ARCHITECTURE,
         training=_docs.TRAINING,
         class_weight=_docs.CLASS_WEIGHT,
+        scoring=_docs.SCORING,
         fitted=_docs.FITTED,
     )
 
@@ -168,6 +175,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
         compile=False,
         autocast=False,
         class_weight=None,
+        scoring=None,
     ):
         _init_params(self, **{k: v for k, v in locals().items() if k != "self"})
 
@@ -192,6 +200,7 @@ class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
 
 {architecture}
 {training}
+{scoring}
     Attributes
     ----------
     coefs_ : list of ndarray of shape (n_in, n_out)
@@ -221,6 +230,7 @@ class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
     """,
         architecture=_docs.ARCHITECTURE,
         training=_docs.TRAINING,
+        scoring=_docs.SCORING,
         fitted=_docs.FITTED,
     )
 
@@ -263,5 +273,6 @@ class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
         dtype=None,
         compile=False,
         autocast=False,
+        scoring=None,
     ):
         _init_params(self, **{k: v for k, v in locals().items() if k != "self"})

@@ -339,6 +339,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         None keeps the backbone frozen for all ``max_iter`` epochs.
 
 {training}
+{scoring}
 {class_weight}
     Attributes
     ----------
@@ -380,6 +381,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
             "max_iter : int, default=200", "max_iter : int, default=20"
         ),
         class_weight=_docs.CLASS_WEIGHT,
+        scoring=_docs.SCORING,
         fitted=_docs.FITTED,
     )
 
@@ -433,6 +435,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         compile=False,
         autocast=False,
         class_weight=None,
+        scoring=None,
     ):
         for name, value in locals().items():
             if name != "self":

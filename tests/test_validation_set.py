@@ -118,3 +118,46 @@ def test_pipeline_transforms_the_validation_set(digits):
     assert fitted.best_validation_score_ == pytest.approx(
         accuracy_score(y_val, pipe.predict(X_val)), abs=1e-12
     )
+
+
+def test_scoring_is_the_epoch_score_and_the_stopping_criterion(digits):
+    from sklearn.metrics import log_loss, mean_squared_error
+
+    X, y, X_val, y_val = digits
+    clf = MLPClassifier(early_stopping=True, scoring="neg_log_loss", **KW)
+    clf.fit(X, y, X_val=X_val, y_val=y_val)
+    assert clf.best_validation_score_ == pytest.approx(
+        -log_loss(y_val, clf.predict_proba(X_val), labels=clf.classes_), abs=1e-9
+    )
+    assert all(s < 0 for s in clf.validation_scores_)
+    assert clf.validation_scores_[clf.best_epoch_ - 1] == max(clf.validation_scores_)
+
+    # the internal split, and a callable scorer
+    calls = []
+
+    def scorer(est, X_, y_):
+        calls.append(len(X_))
+        return -np.mean(est.predict(X_) != y_)
+
+    split = MLPClassifier(
+        early_stopping=True, validation_fraction=0.2, scoring=scorer, **KW
+    ).fit(X, y)
+    assert len(calls) == split.n_iter_ and set(calls) == {60}
+    assert split.validation_scores_ == [
+        -s for s in map(lambda c: -c, split.validation_scores_)
+    ]
+
+    reg_y, reg_y_val = X @ np.arange(64) / 64, X_val @ np.arange(64) / 64
+    reg = MLPRegressor(early_stopping=True, scoring="neg_mean_squared_error", **KW)
+    reg.fit(X, reg_y, X_val=X_val, y_val=reg_y_val)
+    assert reg.best_validation_score_ == pytest.approx(
+        -mean_squared_error(reg_y_val, reg.predict(X_val)), rel=1e-9
+    )
+
+
+def test_default_scoring_is_scikit_learns(digits):
+    X, y, X_val, y_val = digits
+    a = MLPClassifier(early_stopping=True, **KW).fit(X, y, X_val=X_val, y_val=y_val)
+    b = MLPClassifier(early_stopping=True, scoring="accuracy", **KW)
+    b.fit(X, y, X_val=X_val, y_val=y_val)
+    assert_allclose(a.validation_scores_, b.validation_scores_, atol=1e-12)
