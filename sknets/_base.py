@@ -27,6 +27,7 @@ from sklearn.utils.validation import (
     column_or_1d,
     validate_data,
 )
+from skorch.callbacks import Callback
 
 from sknets import _registry as registry
 from sknets._compat import (
@@ -124,6 +125,7 @@ class _BaseNet(BaseEstimator):
         "compile": ["boolean", dict],
         "autocast": ["boolean"],
         "scoring": [None, str, callable],
+        "callbacks": [None, list, tuple],
     }
 
     # ------------------------------------------------------------------ hooks
@@ -653,7 +655,23 @@ class _BaseNet(BaseEstimator):
             forward_compile=self._forward_compile(),
             autocast=bool(self.autocast),
             verbose=int(self.verbose),
+            callbacks=self._user_callbacks(),
         )
+
+    def _user_callbacks(self):
+        """Copies of ``callbacks`` for this fit (the parameter is never changed)."""
+        callbacks = getattr(self, "callbacks", None) or ()
+        for cb in callbacks:
+            item = cb[1] if isinstance(cb, tuple) and len(cb) == 2 else cb
+            if not isinstance(item, Callback):
+                raise TypeError(
+                    "callbacks takes skorch callbacks (instances of "
+                    f"skorch.callbacks.Callback, or (name, callback) pairs); got "
+                    f"{cb!r}."
+                )
+            if isinstance(cb, tuple) and cb[0] in ("phases", "monitor"):
+                raise ValueError(f"the callback name {cb[0]!r} is sknets' own.")
+        return tuple(copy.deepcopy(list(callbacks)))
 
     def _forward_compile(self):
         if self.compile is False:

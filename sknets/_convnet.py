@@ -107,6 +107,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
 
 {training}
 {scoring}
+{callbacks}
 {class_weight}
     Attributes
     ----------
@@ -165,6 +166,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         training=_docs.TRAINING,
         class_weight=_docs.CLASS_WEIGHT,
         scoring=_docs.SCORING,
+        callbacks=_docs.CALLBACKS,
         fitted=_docs.FITTED,
     )
 
@@ -228,6 +230,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         autocast=False,
         class_weight=None,
         scoring=None,
+        callbacks=None,
     ):
         self.filters = filters
         self.kernel_size = kernel_size
@@ -269,6 +272,7 @@ class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
         self.autocast = autocast
         self.class_weight = class_weight
         self.scoring = scoring
+        self.callbacks = callbacks
 
     # ---------------------------------------------------------------- checks
 

@@ -201,3 +201,13 @@ SCORING = """\
         scikit-learn's searches. Computed on the validation set only
         (``early_stopping=True`` or ``X_val`` given), higher is better.
 """
+
+CALLBACKS = """\
+    callbacks : list of skorch callbacks or None, default=None
+        skorch callbacks (``skorch.callbacks.Callback`` instances, or
+        ``(name, callback)`` pairs) run inside the training loop after
+        sknets' own, e.g. ``LRScheduler`` with any torch scheduler,
+        ``GradientNormClipping``, ``Checkpoint``, ``EarlyStopping`` on any
+        history key, loggers. Each fit runs copies (the parameter is never
+        changed); the fitted ones are in ``net_.callbacks_``.
+"""

@@ -859,6 +859,7 @@ def build_net(
                 ),
             ),
             ("monitor", monitor),
+            *plan.callbacks,  # the user's, after ours
         ],
         callbacks__print_log=None,  # EpochMonitor prints (verbose)
         predict_nonlinearity=Probabilities(plan.out_activation),

@@ -37,6 +37,7 @@ class _MLPMixin:
             or sp.issparse(prepared.X)
             or prepared.valid is not None
             or self.scoring is not None  # scorers see one network at a time
+            or self.callbacks  # callbacks see one network at a time
         ):
             return None
         plan = prepared.plan
@@ -95,6 +96,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
 {architecture}
 {training}
 {scoring}
+{callbacks}
 {class_weight}
     Attributes
     ----------
@@ -138,6 +140,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
         training=_docs.TRAINING,
         class_weight=_docs.CLASS_WEIGHT,
         scoring=_docs.SCORING,
+        callbacks=_docs.CALLBACKS,
         fitted=_docs.FITTED,
     )
 
@@ -176,6 +179,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
         autocast=False,
         class_weight=None,
         scoring=None,
+        callbacks=None,
     ):
         _init_params(self, **{k: v for k, v in locals().items() if k != "self"})
 
@@ -201,6 +205,7 @@ class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
 {architecture}
 {training}
 {scoring}
+{callbacks}
     Attributes
     ----------
     coefs_ : list of ndarray of shape (n_in, n_out)
@@ -231,6 +236,7 @@ class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
         architecture=_docs.ARCHITECTURE,
         training=_docs.TRAINING,
         scoring=_docs.SCORING,
+        callbacks=_docs.CALLBACKS,
         fitted=_docs.FITTED,
     )
 
@@ -274,5 +280,6 @@ class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
         compile=False,
         autocast=False,
         scoring=None,
+        callbacks=None,
     ):
         _init_params(self, **{k: v for k, v in locals().items() if k != "self"})

@@ -108,6 +108,8 @@ class TrainingPlan:
         bfloat16 autocast of forward passes.
     verbose : int
         0 silent, 1 a line per epoch, 2 also a progress bar.
+    callbacks : tuple
+        The user's skorch callbacks (copies), after sknets' own.
     """
 
     first_pass: bool
@@ -132,11 +134,13 @@ class TrainingPlan:
     forward_compile: MappingProxyType | None = None
     autocast: bool = False
     verbose: int = 0
+    callbacks: tuple = ()
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen dataclass: fix up the containers once
         set_(self, "optimizer_kwargs", MappingProxyType(dict(self.optimizer_kwargs)))
         set_(self, "phases", tuple(self.phases))
+        set_(self, "callbacks", tuple(self.callbacks))
         set_(self, "train_rows", _frozen_array(self.train_rows))
         set_(self, "valid_rows", _frozen_array(self.valid_rows))
         if self.forward_compile is not None:

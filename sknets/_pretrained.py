@@ -340,6 +340,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
 
 {training}
 {scoring}
+{callbacks}
 {class_weight}
     Attributes
     ----------
@@ -382,6 +383,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         ),
         class_weight=_docs.CLASS_WEIGHT,
         scoring=_docs.SCORING,
+        callbacks=_docs.CALLBACKS,
         fitted=_docs.FITTED,
     )
 
@@ -436,6 +438,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
         autocast=False,
         class_weight=None,
         scoring=None,
+        callbacks=None,
     ):
         for name, value in locals().items():
             if name != "self":
