@@ -18,3 +18,58 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def quiet_one_thread():
+    """One torch thread and no warnings for the test, restored after.
+
+    Two intra-op threads on a busy two-core machine can be far slower than one;
+    the code under test never changes the caller's threads, the tests do.
+    """
+    import warnings
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def epoch_counter(monkeypatch):
+    """Count the training runs and the epochs trained, alone or stacked.
+
+    A run is one network trained by its own ``fit`` (``_fit_body``) or one
+    member of a stacked network; a fit that adopts a state trains nothing.
+    ``stacked`` lists ``(members, first hidden width)`` of every stacked run.
+    """
+    from sknets._base import _BaseNet
+    from sknets.model_selection import _pretrain
+
+    counts = {"runs": 0, "epochs": 0, "stacked": []}
+    original = _BaseNet._fit_body
+
+    def counting(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        counts["runs"] += 1
+        counts["epochs"] += len(self.history_)
+        return result
+
+    stacked = _pretrain.train_members
+
+    def counting_members(module, specs, *args, **kwargs):
+        results = stacked(module, specs, *args, **kwargs)
+        counts["runs"] += len(specs)
+        counts["epochs"] += sum(
+            max(state.epochs_run for state in states.values()) for states in results
+        )
+        counts["stacked"].append((len(specs), int(module.weights[0].shape[-1])))
+        return results
+
+    monkeypatch.setattr(_BaseNet, "_fit_body", counting)
+    monkeypatch.setattr(_pretrain, "train_members", counting_members)
+    return counts

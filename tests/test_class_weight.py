@@ -1,10 +1,7 @@
 """class_weight on the classifiers: scikit-learn's linear-model semantics."""
 
-import warnings
-
 import numpy as np
 import pytest
-import torch
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn import model_selection as skms
 from sklearn.datasets import load_digits
@@ -14,15 +11,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sknets import ConvNetClassifier, MLPClassifier
 from sknets.model_selection import GridSearchCV
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quiet_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -29,7 +28,6 @@ from sklearn.preprocessing import StandardScaler
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from sknets import MLPClassifier, MLPRegressor
-from sknets._base import _BaseNet
 from sknets._members import MemberSpec, train_members
 from sknets.model_selection import (
     GridSearchCV,
@@ -49,16 +47,7 @@ def digits():
     return X[:N_ROWS] / 16.0, y[:N_ROWS]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_single_thread():
-    # Two intra-op threads on a busy two-core machine can be 100x slower than
-    # one; the searches never change the parent's threads, the tests do.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quiet_one_thread")
 
 
 _NET_DEFAULTS = dict(
@@ -80,39 +69,6 @@ def _mlp(**params):
 
 def _regressor(**params):
     return MLPRegressor(**{**_NET_DEFAULTS, **params})
-
-
-@pytest.fixture
-def epoch_counter(monkeypatch):
-    """Count the training runs and the epochs trained, alone or stacked.
-
-    A run is one network trained by its own ``fit`` (``_fit_body``) or one
-    member of a stacked network; a fit that adopts a state trains nothing.
-    ``stacked`` lists ``(members, first hidden width)`` of every stacked run.
-    """
-    counts = {"runs": 0, "epochs": 0, "stacked": []}
-    original = _BaseNet._fit_body
-
-    def counting(self, *args, **kwargs):
-        result = original(self, *args, **kwargs)
-        counts["runs"] += 1
-        counts["epochs"] += len(self.history_)
-        return result
-
-    stacked = _pretrain.train_members
-
-    def counting_members(module, specs, *args, **kwargs):
-        results = stacked(module, specs, *args, **kwargs)
-        counts["runs"] += len(specs)
-        counts["epochs"] += sum(
-            max(state.epochs_run for state in states.values()) for states in results
-        )
-        counts["stacked"].append((len(specs), int(module.weights[0].shape[-1])))
-        return results
-
-    monkeypatch.setattr(_BaseNet, "_fit_body", counting)
-    monkeypatch.setattr(_pretrain, "train_members", counting_members)
-    return counts
 
 
 # --------------------------------------------------------------------------- scorers

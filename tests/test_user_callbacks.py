@@ -1,7 +1,6 @@
 """callbacks=: skorch callbacks inside the training loop of every network."""
 
 import pickle
-import warnings
 
 import numpy as np
 import pytest
@@ -12,15 +11,7 @@ from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 
 from sknets import MLPClassifier, MLPRegressor
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quiet_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,8 @@
 """fit(X, y, X_val=, y_val=, sample_weight_val=): a validation set of one's own."""
 
-import warnings
-
 import numpy as np
 import pytest
 import sklearn
-import torch
 from numpy.testing import assert_allclose
 from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score, r2_score
@@ -14,15 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sknets import ConvNetClassifier, MLPClassifier, MLPRegressor
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("quiet_one_thread")
 
 
 @pytest.fixture(scope="module")
