@@ -35,9 +35,12 @@ def test_stratification_errors_name_the_users_labels(data, labels, rare):
     kw = dict(early_stopping=True, max_iter=2)
     theirs = _error(SkMLPClassifier(**kw), X, y)
     ours = _error(MLPClassifier(device="cpu", **kw), X, y)
-    # scikit-learn's message, naming the rare label itself (not its code)
+    # scikit-learn's message; where it names the classes (scikit-learn >= 1.7),
+    # the rare label itself, not its code
     assert ours.split(":")[0] == theirs.split(":")[0]
-    assert rare in ours.split(":")[-1] and "'0'" not in ours and "'1'" not in ours
+    assert "'0'" not in ours and "'1'" not in ours
+    if "Classes with too few members" in theirs:
+        assert rare in ours.split(":")[-1]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
