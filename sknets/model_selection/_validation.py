@@ -5,7 +5,7 @@ from joblib import parallel_config
 from sklearn import get_config
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import check_cv
-from sklearn.model_selection import cross_validate as _sk_cross_validate
+from sklearn.model_selection import cross_validate as sklearn_cross_validate
 
 from sknets import _registry as registry
 from sknets.model_selection._pretrain import find_net, pretrain
@@ -136,10 +136,10 @@ def cross_validate(
         error_score=error_score,
     )
     if not trained:
-        return _sk_cross_validate(estimator, X, y, **kwargs)
+        return sklearn_cross_validate(estimator, X, y, **kwargs)
     # the states live in this process: the folds are fitted (adopted) in threads
     with registry.offered(trained) as offer, parallel_config(backend="threading"):
-        result = _sk_cross_validate(estimator, X, y, **kwargs)
+        result = sklearn_cross_validate(estimator, X, y, **kwargs)
     for s in range(len(splits)):
         key, t = seconds.get((0, s), (None, None))
         if key in offer.taken:
