@@ -115,11 +115,14 @@ class MemberData(torch.utils.data.Dataset):
     """Every member's rows of one placed copy of the data.
 
     ``X``, ``y`` and the sample weights are whole tensors on the device; each
-    member sees the rows ``rows[m]`` of them. :class:`MemberBatches` takes
-    ``(members, batch)`` index matrices out of it.
+    member sees the rows ``rows[m]`` of them, shuffled by ``generators[m]``
+    (its own, kept across epochs and ``fit_loop`` calls; None: seeded 0).
+    :class:`MemberBatches` takes ``(members, batch)`` index matrices out of it.
     """
 
-    def __init__(self, X, y, sample_weight=None, *, rows, device, dtype):
+    def __init__(
+        self, X, y, sample_weight=None, *, rows, device, dtype, generators=None
+    ):
         self.device, self.dtype = torch.device(device), dtype
         self.X = as_tensor(X, dtype, self.device)
         self.y = as_tensor(y, None, self.device)
@@ -132,13 +135,20 @@ class MemberData(torch.utils.data.Dataset):
             torch.as_tensor(np.asarray(r, dtype=np.int64), device=self.device)
             for r in rows
         ]
+        if generators is None:
+            generators = [torch.Generator().manual_seed(0) for _ in rows]
+        self.generators = list(generators)
 
-    def with_rows(self, rows):
+    def with_rows(self, rows, generators=None):
         """The same tensors, other rows per member (e.g. validation rows)."""
         view = object.__new__(type(self))
         view.__dict__.update(self.__dict__)
+        if generators is not None:
+            view.generators = list(generators)
         view.rows = [
-            torch.as_tensor(
+            r.to(self.device)
+            if isinstance(r, torch.Tensor)
+            else torch.as_tensor(
                 np.asarray([] if r is None else r, dtype=np.int64), device=self.device
             )
             for r in rows
@@ -163,18 +173,20 @@ class MemberBatches:
     """Batches of every member at once: its rows in its own order.
 
     Each member's rows are permuted in every pass (``shuffle``) by its own
-    generator, seeded as its standalone fit's (``seeds[m]``), so member ``m``
-    sees exactly the batches of its own ``fit``. Step ``k`` holds rows
-    ``k * batch_size`` to ``(k + 1) * batch_size`` of every member's order;
-    members with fewer rows are padded with zero-weight rows.
+    generator, seeded as its standalone fit's, so member ``m`` sees exactly
+    the batches of its own ``fit``. skorch builds one iterator per
+    ``fit_loop``; the generators are the dataset's (``dataset.generators``),
+    so that a run resumed in several ``fit_loop`` calls goes on drawing where
+    it stopped. Step ``k`` holds rows ``k * batch_size`` to ``(k + 1) *
+    batch_size`` of every member's order; members with fewer rows are padded
+    with zero-weight rows.
     """
 
-    def __init__(self, dataset, batch_size, shuffle=False, seeds=None):
+    def __init__(self, dataset, batch_size, shuffle=False):
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
-        seeds = seeds if seeds is not None else [0] * len(dataset.rows)
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.generators = dataset.generators
 
     def __len__(self):
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -298,6 +310,15 @@ class MembersNet(SkorchNet):
         step["member_losses"] = self.__dict__.pop("_member_losses")
         return step
 
+    def keep_members(self, index):
+        """Keep the members ``index`` only: module, optimizer and penalties."""
+        index = list(index)
+        self.member_alpha = [self.member_alpha[i] for i in index]
+        self.member_l1_ratio = [self.member_l1_ratio[i] for i in index]
+        self.__dict__.pop("_coefs", None)
+        self.module_.keep_members(index)
+        self.optimizer_ = self.optimizer_.kept(index, self.module_.parameters())
+
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_member_losses", None)
@@ -319,6 +340,7 @@ class _StackedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, lr, member_lr, defaults):
         super().__init__(params, dict(lr=lr, **defaults))
+        self._settings = dict(lr=lr, **defaults)
         first = self.param_groups[0]["params"][0]
         kw = {"dtype": first.dtype, "device": first.device}
         self.member_lr = torch.as_tensor(member_lr, **kw).clone()
@@ -341,6 +363,29 @@ class _StackedOptimizer(torch.optim.Optimizer):
     @staticmethod
     def _per_member(values, p):
         return values.view((-1,) + (1,) * (p.dim() - 1))
+
+    def kept(self, index, params):
+        """This optimizer for members ``index`` only, over their ``params``.
+
+        ``params`` are the kept members' parameters in this optimizer's
+        order; every per-member state (moments, steps, learning rates,
+        momentum buffers) is carried over for them.
+        """
+        old = self.param_groups[0]["params"]
+        params = list(params)
+        at = torch.as_tensor(list(index), device=self.member_lr.device)
+        new = type(self)(
+            params, member_lr=self.member_lr[at].tolist(), **self._settings
+        )
+        new.member_lr = self.member_lr[at].clone()
+        new.live, new.steps = self.live[at].clone(), self.steps[at].clone()
+        new.active = new.live.clone()
+        for p_old, p_new in zip(old, params, strict=True):
+            new.state[p_new] = {
+                k: v[at].clone() if v.dim() else v.clone()
+                for k, v in self.state.get(p_old, {}).items()
+            }
+        return new
 
 
 class StackedAdam(_StackedOptimizer):
@@ -488,6 +533,8 @@ class MemberMonitor(Callback):
         self.out_activation = self.specs[0].plan.out_activation
 
     def on_train_begin(self, net, **kwargs):
+        if hasattr(self, "states"):  # a resumed run (MemberRun.advance) goes on
+            return
         M = len(self.specs)
         self.states = [
             StoppingState(learning_rate=s.plan.lr, base_learning_rate=s.plan.lr)
@@ -498,6 +545,12 @@ class MemberMonitor(Callback):
         self.live = [True] * M
         self.n_train = [len(s.rows) for s in self.specs]
         self.start = time.perf_counter()
+
+    def keep_members(self, index):
+        """Keep the members ``index`` only (their results stay with the run)."""
+        for name in ("specs", "states", "rows", "results", "live", "n_train"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in index])
 
     def on_epoch_begin(self, net, **kwargs):
         self._epoch_start = time.perf_counter()
@@ -589,6 +642,148 @@ class MemberMonitor(Callback):
 # --------------------------------------------------------------------------- the run
 
 
+class MemberRun:
+    """One skorch run of a stacked network, trained in steps, members dropped.
+
+    :meth:`advance` trains every live member up to an epoch count and
+    returns; a later call goes on from there, exactly as one uninterrupted
+    run would (the optimizer's moments, the shuffling and dropout generators
+    and the stopping states carry over). :meth:`keep` drops members between
+    calls (successive halving eliminates candidates this way), so that the
+    others train without them.
+
+    Parameters
+    ----------
+    module : StackedMLP
+        The members' initialized networks, stacked (member ``m`` is
+        ``specs[m]``).
+    specs : list of MemberSpec
+        What each member is; they share :func:`stack_key`.
+    X, y, sample_weight : ndarray
+        The data that the members' rows index (``X`` validated, ``y``
+        encoded for the loss).
+
+    Attributes
+    ----------
+    members : list of int
+        The members still in the run (indices into ``specs``).
+    results : dict of int to dict
+        For every member ever in the run, ``{epoch count: TrainedState}`` of
+        the counts it reached.
+    epochs : int
+        Epochs run so far.
+    """
+
+    def __init__(self, module, specs, X, y, sample_weight=None):
+        plan = specs[0].plan
+        self.specs = list(specs)
+        self.members = list(range(len(specs)))
+        self.epochs = 0
+        self.data = MemberData(
+            X,
+            y,
+            sample_weight,
+            rows=[s.rows for s in specs],
+            device=plan.device,
+            dtype=plan.dtype,
+            generators=[
+                torch.Generator().manual_seed(int(s.plan.shuffle_seed)) for s in specs
+            ],
+        )
+        self.valid = None
+        if any(s.valid_rows is not None for s in specs):
+            self.valid = self.data.with_rows([s.valid_rows for s in specs])
+        optimizer = STACKED_OPTIMIZERS[plan.optimizer]
+        kwargs = {k: v for k, v in plan.optimizer_kwargs.items() if k != "fused"}
+        self.monitor = MemberMonitor(specs)
+        self.net = MembersNet(
+            module=module.to(device=plan.device, dtype=plan.dtype),
+            criterion=MemberLoss,
+            criterion__out_activation=plan.out_activation,
+            optimizer=optimizer,
+            optimizer__member_lr=[s.plan.lr for s in specs],
+            **{f"optimizer__{k}": v for k, v in kwargs.items()},
+            lr=plan.lr,
+            max_epochs=max(s.epochs[-1] for s in specs),
+            batch_size=plan.batch_size,
+            iterator_train=MemberBatches,
+            iterator_train__shuffle=plan.shuffle,
+            iterator_valid=MemberBatches,
+            iterator_valid__batch_size=4096,
+            dataset=MemberData,
+            train_split=self._split(),
+            callbacks=[("members", self.monitor)],
+            # skorch's default callbacks time and average the summed loss:
+            # the monitor keeps each member's own history instead
+            callbacks__epoch_timer=None,
+            callbacks__train_loss=None,
+            callbacks__valid_loss=None,
+            callbacks__print_log=None,
+            device=plan.device,
+            verbose=0,
+            member_alpha=[s.plan.alpha for s in specs],
+            member_l1_ratio=[s.plan.l1_ratio for s in specs],
+        )
+        self.net.initialize()
+        self._results = {}
+
+    def _split(self):
+        return None if self.valid is None else predefined_split(self.valid)
+
+    @property
+    def results(self):
+        out = dict(self._results)
+        for position, m in enumerate(self.members):
+            out[m] = self.monitor.results[position]
+        return out
+
+    @property
+    def live(self):
+        """Whether any member still trains."""
+        return any(self.monitor.live) if hasattr(self.monitor, "live") else True
+
+    def advance(self, epochs=None):
+        """Train the live members up to ``epochs`` (default: their last count).
+
+        Raises
+        ------
+        KeyboardInterrupt
+            When the user pressed Ctrl-C (or :data:`USER_INTERRUPT` is set).
+        """
+        last = max(self.specs[m].epochs[-1] for m in self.members)
+        epochs = last if epochs is None else min(int(epochs), last)
+        if epochs > self.epochs and self.live:
+            with _sigint_flag() as flag:
+                self.net.partial_fit(self.data, None, epochs=epochs - self.epochs)
+            if flag["interrupted"] or USER_INTERRUPT.is_set():
+                raise KeyboardInterrupt("Training interrupted by the user.")
+            self.epochs = epochs
+        return self
+
+    def keep(self, members):
+        """Go on with the members ``members`` (indices into ``specs``) only."""
+        keep = [m for m in self.members if m in set(members)]
+        if keep == self.members:
+            return self
+        index = [self.members.index(m) for m in keep]
+        for position, m in enumerate(self.members):
+            if m not in keep:
+                self._results[m] = self.monitor.results[position]
+        self.members = keep
+        if not keep:
+            return self
+        self.monitor.keep_members(index)
+        self.net.keep_members(index)
+        data = self.data
+        self.data = data.with_rows(
+            [data.rows[i] for i in index], [data.generators[i] for i in index]
+        )
+        if self.valid is not None:
+            self.valid = self.valid.with_rows([self.valid.rows[i] for i in index])
+            self.net.train_split = self._split()
+        return self
+
+
 def train_members(module, specs, X, y, sample_weight=None):
     """Train the members of ``module`` (a StackedMLP) in one skorch run.
 
@@ -608,53 +803,6 @@ def train_members(module, specs, X, y, sample_weight=None):
     results : list of dict
         For member ``m``, ``{epoch count: TrainedState}``.
     """
-    plan = specs[0].plan
-    data = MemberData(
-        X,
-        y,
-        sample_weight,
-        rows=[s.rows for s in specs],
-        device=plan.device,
-        dtype=plan.dtype,
-    )
-    valid = None
-    if any(s.valid_rows is not None for s in specs):
-        valid = data.with_rows([s.valid_rows for s in specs])
-    optimizer = STACKED_OPTIMIZERS[plan.optimizer]
-    kwargs = {k: v for k, v in plan.optimizer_kwargs.items() if k != "fused"}
-    monitor = MemberMonitor(specs)
-    net = MembersNet(
-        module=module.to(device=plan.device, dtype=plan.dtype),
-        criterion=MemberLoss,
-        criterion__out_activation=plan.out_activation,
-        optimizer=optimizer,
-        optimizer__member_lr=[s.plan.lr for s in specs],
-        **{f"optimizer__{k}": v for k, v in kwargs.items()},
-        lr=plan.lr,
-        max_epochs=max(s.epochs[-1] for s in specs),
-        batch_size=plan.batch_size,
-        iterator_train=MemberBatches,
-        iterator_train__shuffle=plan.shuffle,
-        iterator_train__seeds=[s.plan.shuffle_seed for s in specs],
-        iterator_valid=MemberBatches,
-        iterator_valid__batch_size=4096,
-        dataset=MemberData,
-        train_split=None if valid is None else predefined_split(valid),
-        callbacks=[("members", monitor)],
-        # skorch's default callbacks time and average the summed loss: the
-        # monitor keeps each member's own history instead
-        callbacks__epoch_timer=None,
-        callbacks__train_loss=None,
-        callbacks__valid_loss=None,
-        callbacks__print_log=None,
-        device=plan.device,
-        verbose=0,
-        member_alpha=[s.plan.alpha for s in specs],
-        member_l1_ratio=[s.plan.l1_ratio for s in specs],
-    )
-    net.initialize()
-    with _sigint_flag() as flag:
-        net.partial_fit(data, None)
-    if flag["interrupted"] or USER_INTERRUPT.is_set():
-        raise KeyboardInterrupt("Training interrupted by the user.")
-    return monitor.results
+    run = MemberRun(module, specs, X, y, sample_weight).advance()
+    results = run.results
+    return [results[m] for m in range(len(specs))]

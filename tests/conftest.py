@@ -47,8 +47,8 @@ def epoch_counter(monkeypatch):
     member of a stacked network; a fit that adopts a state trains nothing.
     ``stacked`` lists ``(members, first hidden width)`` of every stacked run.
     """
+    from sknets import _members
     from sknets._base import _BaseNet
-    from sknets.model_selection import _pretrain
 
     counts = {"runs": 0, "epochs": 0, "stacked": []}
     original = _BaseNet._fit_body
@@ -59,17 +59,20 @@ def epoch_counter(monkeypatch):
         counts["epochs"] += len(self.history_)
         return result
 
-    stacked = _pretrain.train_members
+    new_run = _members.MemberRun.__init__
 
-    def counting_members(module, specs, *args, **kwargs):
-        results = stacked(module, specs, *args, **kwargs)
+    def counting_run(self, module, specs, *args, **kwargs):
+        new_run(self, module, specs, *args, **kwargs)
         counts["runs"] += len(specs)
-        counts["epochs"] += sum(
-            max(state.epochs_run for state in states.values()) for states in results
-        )
         counts["stacked"].append((len(specs), int(module.weights[0].shape[-1])))
-        return results
+
+    epoch_end = _members.MemberMonitor.on_epoch_end
+
+    def counting_epochs(self, net, **kwargs):
+        counts["epochs"] += sum(self.live)  # every live member trained an epoch
+        return epoch_end(self, net, **kwargs)
 
     monkeypatch.setattr(_BaseNet, "_fit_body", counting)
-    monkeypatch.setattr(_pretrain, "train_members", counting_members)
+    monkeypatch.setattr(_members.MemberRun, "__init__", counting_run)
+    monkeypatch.setattr(_members.MemberMonitor, "on_epoch_end", counting_epochs)
     return counts

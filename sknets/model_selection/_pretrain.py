@@ -45,7 +45,7 @@ from sknets._compat import check_method_params as _check_method_params
 from sknets._compat import fit_context as _fit_context
 from sknets._compat import safe_split as _safe_split
 from sknets._engine import USER_INTERRUPT, _sigint_flag
-from sknets._members import MemberSpec, train_members
+from sknets._members import MemberRun, MemberSpec
 from sknets._plan import TrainedState
 
 EPOCH_PARAM = "max_iter"
@@ -349,66 +349,86 @@ def split_stacks(stacks, cost, n_workers, limit):
     return sorted(out, key=lambda ms: -sum(cost(m) for m in ms))
 
 
-def _train_stack(members, blocks, parent_pid, n_workers):
-    """Train members (``(net, prepared, block, epochs)``) as one stacked network.
+def _stack_run(members, blocks):
+    """The :class:`~sknets._members.MemberRun` of ``(net, prepared, block, epochs)``.
 
     ``blocks`` maps a block number to ``(X, target, sample_weight)`` of one
-    training fold. Returns, per member, ``{epoch: TrainedState}``.
+    training fold; the members' rows index the blocks they use, concatenated.
     """
+    used = sorted({b for _, _, b, _ in members})
+    offsets, start = {}, 0
+    for b in used:
+        offsets[b], start = start, start + len(blocks[b][0])
+
+    def joined(i):
+        parts = [blocks[b][i] for b in used]
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    weights = [blocks[b][2] for b in used]
+    sample_weight = (
+        None
+        if all(w is None for w in weights)
+        else np.concatenate(
+            [
+                np.ones(len(blocks[b][0])) if w is None else w
+                for b, w in zip(used, weights, strict=True)
+            ]
+        )
+    )
+    specs, pairs = [], []
+    for net, prepared, b, epochs in members:
+        plan, n = prepared.plan, len(blocks[b][0])
+        rows = np.arange(n) if plan.train_rows is None else plan.train_rows
+        valid = None if plan.valid_rows is None else plan.valid_rows + offsets[b]
+        specs.append(MemberSpec(plan, rows + offsets[b], valid, tuple(epochs)))
+        pairs.append((net, replace(prepared, X=blocks[b][0][:0])))
+    module = pairs[0][0]._stack(pairs)
+    return MemberRun(module, specs, joined(0), joined(1), sample_weight)
+
+
+def _train_stack(members, blocks, parent_pid, n_workers):
+    """Train members as one stacked network; per member ``{epoch: TrainedState}``."""
     with _threads(n_workers, parent_pid), _RUNNING:
-        used = sorted({b for _, _, b, _ in members})
-        offsets, start = {}, 0
-        for b in used:
-            offsets[b], start = start, start + len(blocks[b][0])
-        X = (
-            np.concatenate([blocks[b][0] for b in used])
-            if len(used) > 1
-            else blocks[used[0]][0]
-        )
-        target = (
-            np.concatenate([blocks[b][1] for b in used])
-            if len(used) > 1
-            else blocks[used[0]][1]
-        )
-        weights = [blocks[b][2] for b in used]
-        sample_weight = (
-            None
-            if all(w is None for w in weights)
-            else np.concatenate(
-                [
-                    np.ones(len(blocks[b][0])) if w is None else w
-                    for b, w in zip(used, weights, strict=True)
-                ]
-            )
-        )
-        specs, pairs = [], []
-        for net, prepared, b, epochs in members:
-            plan, n = prepared.plan, len(blocks[b][0])
-            rows = np.arange(n) if plan.train_rows is None else plan.train_rows
-            valid = None if plan.valid_rows is None else plan.valid_rows + offsets[b]
-            specs.append(MemberSpec(plan, rows + offsets[b], valid, tuple(epochs)))
-            pairs.append((net, replace(prepared, X=blocks[b][0][:0])))
-        module = pairs[0][0]._stack(pairs)
-        return train_members(module, specs, X, target, sample_weight)
+        results = _stack_run(members, blocks).advance().results
+        return [results[m] for m in range(len(members))]
+
+
+def _advance(run, epochs, n_workers):
+    """Train a stack (in a thread of this process) up to ``epochs``."""
+    with _threads(n_workers), _RUNNING:
+        return run.advance(epochs)
+
+
+def _parallel(tasks, n_jobs, pre_dispatch, backend=None):
+    """Run stack tasks in threads (or ``backend``); Ctrl-C stops every stack."""
+    with _threads(effective_n_jobs(n_jobs)), _sigint_flag():
+        try:
+            return Parallel(
+                n_jobs=n_jobs,
+                pre_dispatch=pre_dispatch,
+                prefer="threads",
+                backend=backend,
+            )(tasks)
+        except KeyboardInterrupt:
+            # Ctrl-C: stacks in other threads stop at their next batch; wait
+            # for them before the interrupt goes on
+            USER_INTERRUPT.set()
+            _RUNNING.wait_idle()
+            raise
 
 
 # --------------------------------------------------------------------------- all of it
 
 
-def pretrain(
-    base,
-    candidates,
-    X,
-    y,
-    splits,
-    fit_params,
-    *,
-    n_jobs,
-    pre_dispatch,
-    vectorize,
-    share_all,
-):
-    """Train what the search will need; the states and their training times.
+class Pretraining:
+    """What a search needs trained, prepared: members in stacks, solo runs.
+
+    Construction plans the runs, prepares every (run, fold), groups the
+    members into stacks (split to the memory budget and into at least
+    ``n_jobs`` stacks) and leaves the rest as solo runs; nothing is trained.
+    :meth:`train` then trains everything, once; successive halving instead
+    trains the stacks rung by rung (:meth:`start`, :meth:`advance`), dropping
+    eliminated runs between rungs.
 
     Parameters
     ----------
@@ -429,141 +449,213 @@ def pretrain(
     share_all : bool
         Pre-train every candidate (else only the ones that share runs).
 
-    Returns
-    -------
-    trained : dict
-        Registry key -> :class:`~sknets._plan.TrainedState`.
-    seconds : dict
-        ``(candidate, split) -> (key, seconds)``: when its state was ready.
+    Attributes
+    ----------
+    runs : list of (epoch_param, common, {candidate: epochs})
+        The runs (:func:`plan_runs`).
     stats : dict
         ``members``, ``stacks`` (members per stack), ``member_bytes``.
     """
-    USER_INTERRUPT.clear()  # a Ctrl-C of an earlier search is over
-    runs = plan_runs(base, candidates, share_all=share_all)
-    n_workers = effective_n_jobs(n_jobs)
-    pid = os.getpid()
-    stats = {"members": 0, "stacks": [], "member_bytes": {}}
-    solo, stacks, blocks = [], {}, {}
-    for r, (epoch_param, common, epochs) in enumerate(runs):
-        wanted = tuple(sorted(set(epochs.values())))
-        for s, (train, _) in enumerate(splits):
-            member = None
-            if vectorize:
-                try:
-                    net, data, prepared = _prepare_member(
-                        clone(base),
-                        X,
-                        y,
-                        train=train,
-                        common=common,
-                        epoch_param=epoch_param,
-                        last=wanted[-1],
-                        fit_params=fit_params,
+
+    def __init__(
+        self,
+        base,
+        candidates,
+        X,
+        y,
+        splits,
+        fit_params,
+        *,
+        n_jobs,
+        pre_dispatch,
+        vectorize,
+        share_all,
+    ):
+        USER_INTERRUPT.clear()  # a Ctrl-C of an earlier search is over
+        self.base, self.X, self.y = base, X, y
+        self.splits, self.fit_params = splits, fit_params
+        self.n_jobs, self.pre_dispatch = n_jobs, pre_dispatch
+        self.n_workers = effective_n_jobs(n_jobs)
+        self.runs = plan_runs(base, candidates, share_all=share_all)
+        self.stats = {"members": 0, "stacks": [], "member_bytes": {}}
+        self.solo, stacks, blocks = [], {}, {}
+        for r, (epoch_param, common, epochs) in enumerate(self.runs):
+            wanted = tuple(sorted(set(epochs.values())))
+            for s, (train, _) in enumerate(splits):
+                member = None
+                if vectorize:
+                    member = self._member(
+                        r, s, train, epoch_param, common, wanted, stacks, blocks
                     )
-                    signature = net._stack_signature(prepared)
-                except Exception:  # scikit-learn's fit reports it
-                    signature = None
-                if signature is not None:
-                    # targets are encoded per class, weights per class_weight
-                    weights = registry.fingerprint(prepared.sample_weight)[0]
-                    data = (type(net).__qualname__, data, weights)
-                    if data not in blocks:
-                        blocks[data] = (
-                            prepared.X,
-                            prepared.target,
-                            prepared.sample_weight,
-                        )
-                    slim = replace(
-                        prepared, X=prepared.X[:0], target=None, sample_weight=None
-                    )
-                    member = (net, slim, data, wanted, r, s)
-                    stacks.setdefault(signature, []).append(member)
-            if member is None:
-                solo.append((r, s))
-    # numbered data blocks, so that a stack ships only its own
-    numbers_ = {data: i for i, data in enumerate(blocks)}
-    block_list = {numbers_[d]: v for d, v in blocks.items()}
-    cost = lambda m: _member_bytes(m[0], m[1]) * m[3][-1]  # noqa: E731
-    limits = {
-        sig: max(
-            1, _memory_budget(ms[0][1].plan.device) // _member_bytes(ms[0][0], ms[0][1])
-        )
-        for sig, ms in stacks.items()
-    }
-    chunks = []
-    for sig, ms in stacks.items():
-        chunks += split_stacks([ms], cost, 0, limits[sig])
-    chunks = split_stacks(
-        chunks, cost, n_workers, max(len(c) for c in chunks) if chunks else 1
-    )
-    for chunk in chunks:
-        stats["stacks"].append(len(chunk))
-        stats["members"] += len(chunk)
-        stats["member_bytes"][len(stats["stacks"]) - 1] = _member_bytes(
-            chunk[0][0], chunk[0][1]
-        )
-    stack_tasks, solo_tasks = [], []
-    for chunk in chunks:
-        used = {numbers_[m[2]] for m in chunk}
-        stack_tasks.append(
-            delayed(_train_stack)(
-                [(m[0], m[1], numbers_[m[2]], m[3]) for m in chunk],
-                {b: block_list[b] for b in used},
-                pid,
-                n_workers,
+                if member is None:
+                    self.solo.append((r, s))
+        # numbered data blocks, so that a stack ships only its own
+        self.block_of = {data: i for i, data in enumerate(blocks)}
+        self.blocks = {self.block_of[d]: v for d, v in blocks.items()}
+        self.chunks = self._chunks(stacks)
+        for chunk in self.chunks:
+            self.stats["stacks"].append(len(chunk))
+            self.stats["members"] += len(chunk)
+            self.stats["member_bytes"][len(self.stats["stacks"]) - 1] = _member_bytes(
+                chunk[0][0], chunk[0][1]
             )
-        )
-    for r, s in solo:
-        epoch_param, common, epochs = runs[r]
-        solo_tasks.append(
-            delayed(_train_run)(
-                clone(base),
-                X,
-                y,
-                train=splits[s][0],
+        self.stack_runs = None
+
+    def _member(self, r, s, train, epoch_param, common, wanted, stacks, blocks):
+        """Prepare (run ``r``, split ``s``) and file it in its stack, or None."""
+        try:
+            net, data, prepared = _prepare_member(
+                clone(self.base),
+                self.X,
+                self.y,
+                train=train,
                 common=common,
                 epoch_param=epoch_param,
-                epochs=list(epochs.values()),
-                fit_params=fit_params,
-                parent_pid=pid,
-                n_workers=n_workers,
+                last=wanted[-1],
+                fit_params=self.fit_params,
             )
+            signature = net._stack_signature(prepared)
+        except Exception:  # scikit-learn's fit reports it
+            return None
+        if signature is None:
+            return None
+        # targets are encoded per class, weights per class_weight
+        weights = registry.fingerprint(prepared.sample_weight)[0]
+        data = (type(net).__qualname__, data, weights)
+        if data not in blocks:
+            blocks[data] = (prepared.X, prepared.target, prepared.sample_weight)
+        slim = replace(prepared, X=prepared.X[:0], target=None, sample_weight=None)
+        member = (net, slim, data, wanted, r, s)
+        stacks.setdefault(signature, []).append(member)
+        return member
+
+    def _chunks(self, stacks):
+        """Stacks split to the memory budget, then into ``n_jobs`` at least."""
+        cost = lambda m: _member_bytes(m[0], m[1]) * m[3][-1]  # noqa: E731
+        chunks = []
+        for ms in stacks.values():
+            per_member = _member_bytes(ms[0][0], ms[0][1])
+            limit = max(1, _memory_budget(ms[0][1].plan.device) // per_member)
+            chunks += split_stacks([ms], cost, 0, limit)
+        return split_stacks(
+            chunks, cost, self.n_workers, max(len(c) for c in chunks) if chunks else 1
         )
-    results = []
-    if stack_tasks:
-        # threads by default: the stacks' data need no copy, no worker starts,
-        # and torch releases the GIL in its kernels (an explicit joblib
-        # backend, e.g. Dask, is used as set)
-        with _threads(n_workers), _sigint_flag():
-            try:
-                results += Parallel(
-                    n_jobs=n_jobs, pre_dispatch=pre_dispatch, prefer="threads"
-                )(stack_tasks)
-            except KeyboardInterrupt:
-                # Ctrl-C: stacks in other threads stop at their next batch;
-                # wait for them before the interrupt goes on
-                USER_INTERRUPT.set()
-                _RUNNING.wait_idle()
-                raise
-    if solo_tasks:
-        results += Parallel(n_jobs=n_jobs, pre_dispatch=pre_dispatch)(solo_tasks)
-    where = [("stack", c) for c in chunks] + [("run", rs) for rs in solo]
-    trained, seconds = {}, {}
-    for (kind, what), result in zip(where, results, strict=True):
-        if kind == "stack":
-            for (net, _, data, _, r, s), states in zip(what, result, strict=True):
-                params = net.get_params(deep=False)
-                for k, state in states.items():
-                    key = registry.key(net, {**params, EPOCH_PARAM: k}, data[1])
-                    trained[key] = state
-                    for i, e in runs[r][2].items():
-                        if e == k:
-                            seconds[(i, s)] = (key, state.seconds)
-        else:
-            r, s = what
+
+    def _stack_members(self, chunk):
+        return [(m[0], m[1], self.block_of[m[2]], m[3]) for m in chunk]
+
+    def _record(self, net, data, r, s, states, trained, seconds):
+        """File a member's states under their registry keys (and their times)."""
+        params = net.get_params(deep=False)
+        for k, state in states.items():
+            key = registry.key(net, {**params, EPOCH_PARAM: k}, data[1])
+            trained[key] = state
+            for i, e in self.runs[r][2].items():
+                if e == k:
+                    seconds[(i, s)] = (key, state.seconds)
+
+    def train(self):
+        """Train every member and solo run to its last epoch count.
+
+        Returns
+        -------
+        trained : dict
+            Registry key -> :class:`~sknets._plan.TrainedState`.
+        seconds : dict
+            ``(candidate, split) -> (key, seconds)``: when its state was ready.
+        stats : dict
+            ``members``, ``stacks`` (members per stack), ``member_bytes``.
+        """
+        pid = os.getpid()
+        stack_tasks = []
+        for chunk in self.chunks:
+            members = self._stack_members(chunk)
+            used = {b for _, _, b, _ in members}
+            stack_tasks.append(
+                delayed(_train_stack)(
+                    members, {b: self.blocks[b] for b in used}, pid, self.n_workers
+                )
+            )
+        solo_tasks = []
+        for r, s in self.solo:
+            epoch_param, common, epochs = self.runs[r]
+            solo_tasks.append(
+                delayed(_train_run)(
+                    clone(self.base),
+                    self.X,
+                    self.y,
+                    train=self.splits[s][0],
+                    common=common,
+                    epoch_param=epoch_param,
+                    epochs=list(epochs.values()),
+                    fit_params=self.fit_params,
+                    parent_pid=pid,
+                    n_workers=self.n_workers,
+                )
+            )
+        results = []
+        if stack_tasks:
+            # threads by default: the stacks' data need no copy, no worker
+            # starts, and torch releases the GIL in its kernels (an explicit
+            # joblib backend, e.g. Dask, is used as set)
+            results += _parallel(stack_tasks, self.n_jobs, self.pre_dispatch)
+        if solo_tasks:
+            results += Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)(
+                solo_tasks
+            )
+        trained, seconds = {}, {}
+        for chunk, result in zip(self.chunks, results, strict=False):
+            for (net, _, data, _, r, s), states in zip(chunk, result, strict=True):
+                self._record(net, data, r, s, states, trained, seconds)
+        for (r, s), result in zip(self.solo, results[len(self.chunks) :], strict=True):
             for k, (key, state) in result.items():
                 trained[key] = state
-                for i, e in runs[r][2].items():
+                for i, e in self.runs[r][2].items():
                     if e == k:
                         seconds[(i, s)] = (key, state.seconds)
-    return trained, seconds, stats
+        return trained, seconds, self.stats
+
+    # ------------------------------------------------------------ rung by rung
+
+    def start(self):
+        """Build every stack's run (nothing trained yet); solo runs are left out."""
+        self.stack_runs = [
+            (chunk, _stack_run(self._stack_members(chunk), self.blocks))
+            for chunk in self.chunks
+        ]
+        return self
+
+    def advance(self, epochs, runs):
+        """Train the members of ``runs`` (run indices) up to ``epochs``.
+
+        Members of other runs leave their stacks first, for good; stacks left
+        empty are dropped.
+
+        Returns
+        -------
+        trained, seconds : dict
+            As :meth:`train`, for the states at ``epochs`` only.
+        """
+        runs = set(runs)
+        live = []
+        for chunk, run in self.stack_runs:
+            run.keep([m for m, member in enumerate(chunk) if member[4] in runs])
+            if run.members:
+                live.append((chunk, run))
+        self.stack_runs = live
+        tasks = [delayed(_advance)(run, epochs, self.n_workers) for _, run in live]
+        _parallel(tasks, self.n_jobs, self.pre_dispatch, backend="threading")
+        trained, seconds = {}, {}
+        for chunk, run in live:
+            results = run.results
+            for m in run.members:
+                net, _, data, _, r, s = chunk[m]
+                state = results[m].get(epochs)
+                if state is not None:
+                    self._record(net, data, r, s, {epochs: state}, trained, seconds)
+        return trained, seconds
+
+
+def pretrain(base, candidates, X, y, splits, fit_params, **kwargs):
+    """Train what the search will need (:meth:`Pretraining.train`)."""
+    return Pretraining(base, candidates, X, y, splits, fit_params, **kwargs).train()

@@ -89,7 +89,7 @@ class _EpochSharingMixin:
         with registry.offered(trained) as offer:
             with parallel_config(backend="threading"):
                 super().fit(X, y, **params)
-        self._report_shared_fit_times(seconds, offer.taken)
+        report_shared_fit_times(self, seconds, offer.taken)
         return self
 
     def _pretrain(self, X, y, params):
@@ -119,24 +119,26 @@ class _EpochSharingMixin:
             share_all=self.vectorize,
         )
 
-    def _report_shared_fit_times(self, seconds, taken):
-        """``mean_fit_time``/``std_fit_time``: the shared runs' time to each count.
 
-        scikit-learn timed the pick-up of a trained state; for a candidate
-        whose every fold was picked up, report how long its run took to reach
-        its epoch count instead (so the times grow with ``max_iter`` as
-        separate fits would; their sum over-counts the shared work).
-        """
-        results = self.cv_results_
-        for i in range(len(results["params"])):
-            times = [
-                seconds[(i, s)][1]
-                for s in range(self.n_splits_)
-                if (i, s) in seconds and seconds[(i, s)][0] in taken
-            ]
-            if len(times) == self.n_splits_:
-                results["mean_fit_time"][i] = np.mean(times)
-                results["std_fit_time"][i] = np.std(times)
+def report_shared_fit_times(search, seconds, taken):
+    """``mean_fit_time``/``std_fit_time``: the shared runs' time to each count.
+
+    scikit-learn timed the pick-up of a trained state; for a candidate (a
+    ``cv_results_`` row) whose every fold was picked up, report how long its
+    run took to reach its epoch count instead (so the times grow with
+    ``max_iter`` as separate fits would; their sum over-counts the shared
+    work). ``seconds`` maps ``(row, split)`` to ``(registry key, seconds)``.
+    """
+    results = search.cv_results_
+    for i in range(len(results["params"])):
+        times = [
+            seconds[(i, s)][1]
+            for s in range(search.n_splits_)
+            if (i, s) in seconds and seconds[(i, s)][0] in taken
+        ]
+        if len(times) == search.n_splits_:
+            results["mean_fit_time"][i] = np.mean(times)
+            results["std_fit_time"][i] = np.std(times)
 
 
 def _keys(grid):

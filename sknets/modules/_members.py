@@ -114,6 +114,29 @@ class StackedMLP(nn.Module):
             state[bkey] = b[m].detach().clone()
         return state
 
+    def keep_members(self, index):
+        """Keep the members ``index`` only (in that order), in place.
+
+        The kept weights become new parameters: an optimizer over the old
+        ones must be rebuilt (``_StackedOptimizer.kept``).
+        """
+        index = list(index)
+        at = torch.as_tensor(index, device=self.weights[0].device)
+        self.weights = nn.ParameterList(
+            nn.Parameter(W.detach()[at].clone()) for W in self.weights
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(b.detach()[at].clone()) for b in self.biases
+        )
+        self.keys = [self.keys[i] for i in index]
+        self.keep = [self.keep[i] for i in index]
+        self.dropped = [
+            any(k[i] < 1 for k in self.keep) for i in range(len(self.dropped))
+        ]
+        if self.generators is not None:
+            self.generators = [self.generators[i] for i in index]
+        self.row_counts = None
+
     def penalized(self):
         """The weight tensors (biases are not penalized), ``(M, in, out)`` each."""
         return list(self.weights)

@@ -1,0 +1,143 @@
+"""Successive halving over epochs: scikit-learn's halving against sknets'.
+
+The same 27-candidate grid, folds and rungs, each search in a fresh Python
+process, one after the other:
+
+- ``sklearn``: scikit-learn's ``HalvingGridSearchCV(resource="max_iter")``
+  over ``sknets.MLPClassifier`` (every survivor retrained from scratch at
+  every rung: 5 + 15 + 45 + 135 epochs for the winner);
+- ``sknets``: ``sknets.model_selection.HalvingGridSearchCV`` with the same
+  arguments (each fold's candidates trained as stacked members that go on
+  from rung to rung: 135 epochs for the winner);
+- ``sklearn-mlp`` (with ``--searches``): scikit-learn's halving over
+  scikit-learn's own ``MLPClassifier``, for reference.
+
+Data: ``load_digits`` as given (1,797 x 64, float64). Grid:
+``hidden_layer_sizes`` (32,), (64,), (128,) x ``alpha`` 1e-4, 1e-3, 1e-2 x
+``learning_rate_init`` 1e-3, 3e-3, 1e-2; ``min_resources=5``,
+``max_resources=135``, ``factor=3``, ``cv=3``, ``random_state=0``, refit.
+
+Printed per search: wall time, its ratio to ``sklearn``, the refit's time,
+best score and parameters, the rungs; then the largest difference between
+the two searches' ``mean_test_score`` (0 up to float rounding: the same
+fits). ``--json`` writes everything.
+"""
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+SEARCHES = ("sklearn", "sknets")
+GRID = {
+    "hidden_layer_sizes": [(32,), (64,), (128,)],
+    "alpha": [1e-4, 1e-3, 1e-2],
+    "learning_rate_init": [1e-3, 3e-3, 1e-2],
+}
+HALVING = dict(resource="max_iter", min_resources=5, max_resources=135, factor=3, cv=3)
+
+
+def run_one(name, n_jobs, threads, device):
+    """One search in this process; its results as a dict."""
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    from sklearn.datasets import load_digits
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import HalvingGridSearchCV as SkHalving
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    from sknets import MLPClassifier
+    from sknets.model_selection import HalvingGridSearchCV
+
+    X, y = load_digits(return_X_y=True)
+    kw = dict(HALVING, n_jobs=n_jobs)
+    if name == "sklearn-mlp":
+        search = SkHalving(SkMLP(random_state=0), GRID, **kw)
+    else:
+        est = MLPClassifier(random_state=0, device=device)
+        cls = SkHalving if name == "sklearn" else HalvingGridSearchCV
+        search = cls(est, GRID, **kw)
+    start = time.perf_counter()
+    search.fit(X, y)
+    seconds = time.perf_counter() - start
+    stacking = getattr(search, "stacking_", None)
+    return {
+        "seconds": seconds,
+        "refit_seconds": search.refit_time_,
+        "best_score": float(search.best_score_),
+        "best_params": {k: str(v) for k, v in search.best_params_.items()},
+        "mean_test_score": search.cv_results_["mean_test_score"].tolist(),
+        "n_resources": list(search.n_resources_),
+        "n_candidates": list(search.n_candidates_),
+        "stacks": None if stacking is None else stacking["stacks"],
+        "shape": list(X.shape),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--searches", default=",".join(SEARCHES))
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:  # a child process: one search, JSON on stdout
+        result = run_one(args.one, args.n_jobs, args.threads, args.device)
+        print(json.dumps(result))
+        return result
+
+    results = {}
+    for name in args.searches.split(","):
+        cmd = [sys.executable, __file__, "--one", name, "--n-jobs", str(args.n_jobs)]
+        cmd += ["--threads", str(args.threads), "--device", args.device]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    first = next(iter(results.values()))
+    print(
+        f"load_digits {first['shape']} float64, {HALVING}, n_jobs={args.n_jobs}, "
+        f"torch threads={args.threads}, device={args.device}\ngrid: {GRID}\n"
+        f"rungs: epochs {first['n_resources']}, candidates {first['n_candidates']}"
+    )
+    base = results.get("sklearn", first)["seconds"]
+    print(
+        f"{'search':12s} {'seconds':>8s} {'ratio':>6s} {'refit s':>8s} {'best':>7s}"
+        "  best params"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:12s} {r['seconds']:8.1f} {r['seconds'] / base:6.2f} "
+            f"{r['refit_seconds']:8.2f} {r['best_score']:7.4f}  {r['best_params']}"
+            + (f"  members per stack: {r['stacks']}" if r["stacks"] else "")
+        )
+    if "sknets" in results and "sklearn" in results:
+        diff = max(
+            abs(a - b)
+            for a, b in zip(
+                results["sknets"]["mean_test_score"],
+                results["sklearn"]["mean_test_score"],
+                strict=True,
+            )
+        )
+        print(f"max |mean_test_score(sknets) - (sklearn)|: {diff:.3g}")
+        results["max_score_diff"] = diff
+    report = {
+        "args": vars(args),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "results": results,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
