@@ -779,7 +779,9 @@ class MemberRun:
             [data.rows[i] for i in index], [data.generators[i] for i in index]
         )
         if self.valid is not None:
-            self.valid = self.valid.with_rows([self.valid.rows[i] for i in index])
+            self.valid = self.valid.with_rows(
+                [self.valid.rows[i] for i in index], self.data.generators
+            )
             self.net.train_split = self._split()
         return self
 

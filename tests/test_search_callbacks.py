@@ -411,6 +411,45 @@ def test_auto_propagated_callback_events_match_sklearn(digits, tmp_path):
     assert not_supported(ours_warnings) == not_supported(theirs_warnings)
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_halving_over_epochs_reports_sklearns_halving_events(digits, tmp_path, n_jobs):
+    """Rung by rung in stacks, the task tree of scikit-learn's own halving."""
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+
+    from sknets.model_selection import HalvingGridSearchCV
+
+    X, y = digits
+    kwargs = dict(
+        param_grid={"alpha": [1e-4, 1e-2, 1e-1], "learning_rate_init": [0.01, 0.03]},
+        resource="max_iter",
+        min_resources=1,
+        max_resources=4,
+        factor=2,
+        cv=CV,
+        n_jobs=n_jobs,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs_search, theirs = _run(
+            skms.HalvingGridSearchCV,
+            X,
+            y,
+            EventRecorder(tmp_path / "t.jsonl"),
+            **kwargs,
+        )
+        ours_search, ours = _run(
+            HalvingGridSearchCV, X, y, EventRecorder(tmp_path / "o.jsonl"), **kwargs
+        )
+    assert ours_search.stacking_["members"] > 0
+    assert any("halving-iteration" in e for e in theirs)
+    _assert_same_events(ours, theirs, ordered=False)
+    assert_allclose(
+        ours_search.cv_results_["mean_test_score"],
+        theirs_search.cv_results_["mean_test_score"],
+        atol=1e-10,
+    )
+
+
 # ------------------------------------------------------------------ ProgressBar
 
 

@@ -129,8 +129,15 @@ class _EpochHalvingMixin:
             candidates = list(self._candidates(self.max_resources // smallest))
         except Exception:  # scikit-learn's fit reports it
             return None
-        if not candidates or any(self.resource in c for c in candidates):
-            return None
+        if (
+            not candidates
+            or any(self.resource in c for c in candidates)
+            or (
+                isinstance(self.min_resources, numbers.Integral)
+                and self.min_resources > self.max_resources
+            )
+        ):
+            return None  # scikit-learn's fit reports it
         schedule = rung_schedule(
             len(candidates),
             self.min_resources,

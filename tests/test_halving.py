@@ -1,0 +1,402 @@
+"""Successive halving with epochs as the budget: scikit-learn's results, less training.
+
+``sknets.model_selection.HalvingGridSearchCV`` / ``HalvingRandomSearchCV``
+with ``resource="max_iter"`` train every candidate's networks as stacked
+members that go on from rung to rung. Everything here is compared with
+scikit-learn's own halving over the same estimator (which retrains every
+survivor from scratch at every rung), or with standalone fits, never with
+stored numbers.
+"""
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.stats import loguniform
+from sklearn.datasets import load_digits, load_iris
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import HalvingGridSearchCV as SkHalvingGrid
+from sklearn.model_selection import HalvingRandomSearchCV as SkHalvingRandom
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sknets import MLPClassifier, MLPRegressor
+from sknets._members import MemberRun, MemberSpec
+from sknets.model_selection import (
+    HalvingGridSearchCV,
+    HalvingRandomSearchCV,
+    _pretrain,
+)
+from sknets.model_selection._halving import rung_schedule
+from tests.test_members import _ctrl_c_after, posix_main_thread
+
+ATOL = 1e-6  # float64: stacked members and standalone fits agree to rounding
+N_ROWS = 240
+
+pytestmark = pytest.mark.usefixtures("quiet_one_thread")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:N_ROWS] / 16.0, y[:N_ROWS]
+
+
+_NET = dict(
+    hidden_layer_sizes=(8,),
+    learning_rate_init=0.01,
+    batch_size=40,
+    # tol=0 and a large n_iter_no_change: every run reaches its budget
+    tol=0.0,
+    n_iter_no_change=1000,
+    random_state=0,
+    device="cpu",
+)
+GRID = {"alpha": [1e-4, 1e-2, 1e-1], "learning_rate_init": [3e-3, 1e-2, 3e-2]}
+RUNGS = dict(resource="max_iter", min_resources=2, max_resources=18, factor=3, cv=3)
+
+
+def _mlp(**params):
+    return MLPClassifier(**{**_NET, **params})
+
+
+def _assert_same_halving(ours, theirs, atol=ATOL):
+    """The same rungs, survivors, scores and choice as scikit-learn's halving."""
+    for name in (
+        "n_resources_",
+        "n_candidates_",
+        "n_remaining_candidates_",
+        "n_required_iterations_",
+        "n_possible_iterations_",
+        "n_iterations_",
+        "min_resources_",
+        "max_resources_",
+    ):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    ours_r, theirs_r = ours.cv_results_, theirs.cv_results_
+    assert ours_r["params"] == theirs_r["params"]
+    assert_array_equal(ours_r["iter"], theirs_r["iter"])
+    assert_array_equal(ours_r["n_resources"], theirs_r["n_resources"])
+    scores = [
+        k
+        for k in theirs_r
+        if k.startswith("split") or k.startswith(("mean_t", "std_t"))
+    ]
+    scores = [k for k in scores if "_time" not in k]
+    assert any("train" in k for k in scores) and any("test" in k for k in scores)
+    for key in scores:
+        assert_allclose(ours_r[key], theirs_r[key], rtol=0, atol=atol, err_msg=key)
+    assert_array_equal(ours_r["rank_test_score"], theirs_r["rank_test_score"])
+    assert ours.best_params_ == theirs.best_params_
+    assert ours.best_index_ == theirs.best_index_
+    assert ours.best_score_ == pytest.approx(theirs.best_score_, abs=atol)
+
+
+def _both(ours_cls, sk_cls, estimator, space, X, y, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = ours_cls(estimator, space, **kwargs).fit(X, y)
+        theirs = sk_cls(estimator, space, **kwargs).fit(X, y)
+    return ours, theirs
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+@pytest.mark.parametrize(
+    "n_candidates, min_resources, max_resources, factor, aggressive",
+    [
+        (27, 5, 135, 3, False),
+        (27, "exhaust", 135, 3, False),
+        (27, "smallest", 135, 3, False),
+        (10, 4, 20, 2, False),  # more candidates than the budget allows
+        (10, 4, 20, 2, True),  # ... eliminated at the first budget
+        (7, "exhaust", 100, 2.5, False),
+        (3, 1, 1000, 4, False),  # fewer candidates than possible rungs
+        (1, 3, 9, 3, False),
+    ],
+)
+def test_rung_schedule_is_sklearns(
+    n_candidates, min_resources, max_resources, factor, aggressive
+):
+    X, y = load_iris(return_X_y=True)
+    grid = {"C": list(np.logspace(-2, 2, n_candidates))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = SkHalvingGrid(
+            LogisticRegression(),
+            grid,
+            resource="max_iter",
+            min_resources=min_resources,
+            max_resources=max_resources,
+            factor=factor,
+            aggressive_elimination=aggressive,
+            cv=2,
+        ).fit(X, y)
+    schedule = rung_schedule(
+        n_candidates, min_resources, max_resources, factor, aggressive
+    )
+    assert schedule["resources"] == theirs.n_resources_
+    assert schedule["min_resources"] == theirs.min_resources_
+    assert schedule["n_required_iterations"] == theirs.n_required_iterations_
+    assert schedule["n_possible_iterations"] == theirs.n_possible_iterations_
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _pipeline():
+    return Pipeline([("scale", StandardScaler()), ("mlp", _mlp())])
+
+
+CASES = {
+    "grid": lambda: (_mlp(), GRID, RUNGS),
+    "dropout": lambda: (_mlp(dropout=0.2), GRID, RUNGS),
+    "pipeline": lambda: (
+        _pipeline(),
+        {f"mlp__{k}": v for k, v in GRID.items()},
+        {**RUNGS, "resource": "mlp__max_iter"},
+    ),
+    "aggressive": lambda: (
+        _mlp(),
+        {**GRID, "hidden_layer_sizes": [(8,), (4, 4)]},
+        {
+            **RUNGS,
+            "min_resources": 3,
+            "max_resources": 9,
+            "aggressive_elimination": True,
+        },
+    ),
+    # members converge (tol) at different epochs, between and within rungs
+    "converging": lambda: (_mlp(tol=1e-2, n_iter_no_change=2), GRID, RUNGS),
+    "early-stopping": lambda: (
+        _mlp(early_stopping=True, n_iter_no_change=3, tol=1e-3),
+        GRID,
+        {**RUNGS, "scoring": "neg_log_loss"},
+    ),
+    "sgd-schedules": lambda: (
+        _mlp(solver="sgd", momentum=0.9),
+        {
+            "learning_rate": ["constant", "invscaling", "adaptive"],
+            "alpha": [1e-4, 1e-1],
+        },
+        {**RUNGS, "factor": 2, "min_resources": 3, "max_resources": 12},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_halving_grid_equals_sklearn(digits, case):
+    X, y = digits
+    estimator, grid, kwargs = CASES[case]()
+    ours, theirs = _both(
+        HalvingGridSearchCV, SkHalvingGrid, estimator, grid, X, y, **kwargs
+    )
+    _assert_same_halving(ours, theirs)
+    assert ours.stacking_["members"] > 0
+    assert_allclose(
+        ours.best_estimator_.predict_proba(X),
+        theirs.best_estimator_.predict_proba(X),
+        rtol=0,
+        atol=ATOL,
+    )
+
+
+def test_halving_regressor_equals_sklearn(digits):
+    X, y = digits
+    ours, theirs = _both(
+        HalvingGridSearchCV,
+        SkHalvingGrid,
+        MLPRegressor(**_NET),
+        GRID,
+        X,
+        y.astype(float),
+        **RUNGS,
+    )
+    _assert_same_halving(ours, theirs)
+
+
+def test_halving_random_search_equals_sklearn(digits):
+    X, y = digits
+    space = {"alpha": loguniform(1e-5, 1e-1), "learning_rate_init": [3e-3, 1e-2, 3e-2]}
+    kwargs = dict(RUNGS, n_candidates=7, random_state=0, factor=2, min_resources=3)
+    ours, theirs = _both(
+        HalvingRandomSearchCV, SkHalvingRandom, _mlp(), space, X, y, **kwargs
+    )
+    _assert_same_halving(ours, theirs)
+    # 'exhaust' samples max_resources // min_resources candidates, as theirs
+    kwargs = dict(RUNGS, random_state=1, min_resources=6)
+    ours, theirs = _both(
+        HalvingRandomSearchCV, SkHalvingRandom, _mlp(), space, X, y, **kwargs
+    )
+    assert ours.n_candidates_[0] == 3
+    _assert_same_halving(ours, theirs)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_survivors_resume_instead_of_retraining(digits, epoch_counter):
+    X, y = digits
+    search = HalvingGridSearchCV(_mlp(), GRID, **RUNGS).fit(X, y)
+    assert search.n_resources_ == [2, 6, 18] and search.n_candidates_ == [9, 3, 1]
+    # one stack: every candidate on every fold, trained once
+    assert epoch_counter["stacked"] == [(9 * 3, 8)]
+    # each member trains to the last rung it reaches, never again from 0:
+    # 6 candidates stop at 2 epochs, 2 at 6, 1 goes to 18 (3 folds each);
+    # scikit-learn's halving trains (9 * 2 + 3 * 6 + 1 * 18) * 3 = 162
+    stacked = (6 * 2 + 2 * 6 + 1 * 18) * 3
+    refit = 18
+    assert epoch_counter["epochs"] == stacked + refit
+    assert epoch_counter["runs"] == 27 + 1  # the members and the refit
+    # the reported fit times grow with the rungs, as separate fits' would
+    results = search.cv_results_
+    first = results["mean_fit_time"][results["iter"] == 0]
+    last = results["mean_fit_time"][results["iter"] == 2]
+    assert last.min() > first.max()
+
+
+def test_other_resources_and_estimators_are_sklearns_halving(digits, epoch_counter):
+    X, y = digits
+    # samples as the resource: scikit-learn's halving, nothing stacked
+    kwargs = dict(cv=3, factor=3, min_resources=60, random_state=0)
+    ours, theirs = _both(
+        HalvingGridSearchCV, SkHalvingGrid, _mlp(max_iter=3), GRID, X, y, **kwargs
+    )
+    _assert_same_halving(ours, theirs)
+    assert ours.stacking_["members"] == 0 and epoch_counter["stacked"] == []
+    # vectorize=False: the same
+    kwargs = dict(RUNGS, vectorize=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = HalvingGridSearchCV(_mlp(), GRID, **kwargs).fit(X, y)
+    theirs = SkHalvingGrid(_mlp(), GRID, **RUNGS).fit(X, y)
+    _assert_same_halving(ours, theirs)
+    assert epoch_counter["stacked"] == []
+    # not a network
+    lr_grid = {"C": [0.1, 1.0, 10.0]}
+    ours, theirs = _both(
+        HalvingGridSearchCV,
+        SkHalvingGrid,
+        LogisticRegression(),
+        lr_grid,
+        X,
+        y,
+        **{**RUNGS, "max_resources": 30},
+    )
+    _assert_same_halving(ours, theirs, atol=0)
+
+
+def test_networks_that_cannot_stack_are_fitted_per_rung(digits, epoch_counter):
+    X, y = digits
+    ours, theirs = _both(
+        HalvingGridSearchCV, SkHalvingGrid, _mlp(batch_norm=True), GRID, X, y, **RUNGS
+    )
+    _assert_same_halving(ours, theirs)
+    assert ours.stacking_["members"] == 0 and epoch_counter["stacked"] == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_resources": "auto"}, "max_resources='auto'"),
+        ({"min_resources": 40}, "greater than max_resources_"),
+    ],
+)
+def test_invalid_settings_raise_sklearns_errors(digits, kwargs, match):
+    X, y = digits
+    for cls in (HalvingGridSearchCV, SkHalvingGrid):
+        with pytest.raises(ValueError, match=match):
+            cls(_mlp(), GRID, **{**RUNGS, **kwargs}).fit(X, y)
+    grid = {**GRID, "max_iter": [2, 4]}
+    with pytest.raises(ValueError, match="part of the searched parameters"):
+        HalvingGridSearchCV(_mlp(), grid, **RUNGS).fit(X, y)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def test_member_run_resumes_and_drops_members_exactly(digits):
+    """advance/keep: each kept member equals its standalone fit at every count."""
+    X, y = digits
+    members = [
+        _mlp(max_iter=12),
+        _mlp(max_iter=12, learning_rate_init=0.03, alpha=1e-2),  # own lr: no fusing
+        _mlp(max_iter=12, dropout=0.3),
+        _mlp(max_iter=12, early_stopping=True, n_iter_no_change=2, tol=1e-3),
+        _mlp(max_iter=12, random_state=3),
+    ]
+    preps = [(est, est._prepare(X, y, None, False)) for est in members]
+    assert len({est._stack_signature(p) for est, p in preps}) == 1
+    counts = (3, 7, 12)
+    specs = [
+        MemberSpec(
+            p.plan,
+            np.arange(len(X)) if p.plan.train_rows is None else p.plan.train_rows,
+            p.plan.valid_rows,
+            counts,
+        )
+        for _, p in preps
+    ]
+    full = preps[0][1]
+    run = MemberRun(preps[0][0]._stack(preps), specs, full.X, full.target)
+    run.advance(3).keep([1, 2, 3, 4]).advance(7).keep([2, 3, 1]).advance()
+    assert run.members == [1, 2, 3]
+    reached = {0: (3,), 4: (3, 7), 1: counts, 2: counts, 3: counts}
+    results = run.results
+    for m, est in enumerate(members):
+        assert sorted(results[m]) == sorted(reached[m]), m
+        for count in reached[m]:
+            params = {**est.get_params(), "max_iter": count}
+            adopted = MLPClassifier(**params)._fit(
+                X, y, None, False, trained=results[m][count]
+            )
+            alone = MLPClassifier(**params).fit(X, y)
+            assert adopted.n_iter_ == alone.n_iter_, (m, count)
+            assert_allclose(adopted.loss_curve_, alone.loss_curve_, atol=1e-10)
+            for a, b in zip(adopted.coefs_, alone.coefs_, strict=True):
+                assert_allclose(a, b, rtol=0, atol=1e-10, err_msg=f"{m} at {count}")
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+@pytest.fixture
+def _clear_interrupt():
+    from sknets._engine import USER_INTERRUPT
+
+    yield
+    USER_INTERRUPT.clear()
+
+
+@posix_main_thread
+@pytest.mark.usefixtures("_clear_interrupt")
+def test_ctrl_c_stops_a_halving_search(digits):
+    X, y = digits
+    search = HalvingGridSearchCV(
+        _mlp(),
+        GRID,
+        **{**RUNGS, "min_resources": 500, "max_resources": 5000},
+        n_jobs=2,
+        refit=False,
+    )
+    start = time.perf_counter()
+    with _ctrl_c_after(40) as info:
+        with pytest.raises(KeyboardInterrupt):
+            search.fit(X, y)
+        stopped = time.perf_counter()
+        assert info["sent"] is not None
+        assert stopped - info["sent"] < 5, "the search went on after Ctrl-C"
+        assert stopped - start < 20
+        assert _pretrain._RUNNING.count == 0
+        after = info["steps"][0]
+        time.sleep(0.3)
+        assert info["steps"][0] == after  # nothing trains in the background
+    # the interrupt is over: the next halving search trains as usual
+    ours, theirs = _both(
+        HalvingGridSearchCV, SkHalvingGrid, _mlp(), GRID, X, y, **RUNGS
+    )
+    _assert_same_halving(ours, theirs)
