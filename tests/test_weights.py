@@ -134,8 +134,20 @@ def test_first_use_downloads_then_the_cache_answers(tiny_set, served, monkeypatc
     ws, path, expected = tiny_set
     home = weights_home()
     assert not home.exists()
+    renames = []
+    replace = os.replace
+
+    def checked_replace(src, dst):  # the whole file, renamed into place
+        assert not Path(dst).exists() and Path(src).parent == Path(dst).parent
+        assert Path(src).read_bytes() == path.read_bytes()
+        renames.append((Path(src).name, Path(dst).name))
+        replace(src, dst)
+
+    monkeypatch.setattr(_weights.os, "replace", checked_replace)
     np.testing.assert_array_equal(_features("tiny_resnet20"), expected)
     assert served.requests == ["/tiny-resnet20.th"]
+    assert len(renames) == 1 and renames[0][1] == "tiny-resnet20.th"
+    assert renames[0][0] != renames[0][1]
     assert _leftovers(home) == ["tiny-resnet20.th"]  # no temporary file left
     assert _sha256(home / "tiny-resnet20.th") == ws.sha256
     # second use: read from the cache, the server is not asked again
