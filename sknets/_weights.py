@@ -442,9 +442,9 @@ def _find_weights(weights, backbone_name):
         raise FileNotFoundError(
             f"Pretrained weights {weights!r} for backbone {backbone_name!r} are not "
             f"in {home}, and SKNETS_OFFLINE is set, so they are not downloaded. "
-            f"Download {url} on a connected machine and put it at {dest} (or "
-            f"unset SKNETS_OFFLINE to download it on first use); or "
-            f"{_put_it_there(home, names)}."
+            f"Download {url} on a connected machine and put it at {dest}, unset "
+            f"SKNETS_OFFLINE to download it on first use, or pass weights=None "
+            f"for a randomly initialized network."
         )
     try:
         return _download(url, dest, ws.sha256)
@@ -453,8 +453,7 @@ def _find_weights(weights, backbone_name):
             f"{exc} Pretrained weights {weights!r} are downloaded on first use into "
             f"{home}. Download {url} on a connected machine and put it at {dest}, "
             f"point SKNETS_WEIGHTS_URL at a mirror that serves {ws.filename}, or "
-            f"set SKNETS_OFFLINE=1 and pass weights=None for a randomly "
-            f"initialized network."
+            f"pass weights=None for a randomly initialized network."
         ) from exc.__cause__
 
 

@@ -187,7 +187,7 @@ def test_server_down_is_a_clear_error(tiny_set, monkeypatch):
     msg = str(info.value)
     assert f"{url}/tiny-resnet20.th" in msg
     assert str(weights_home() / "tiny-resnet20.th") in msg
-    assert "SKNETS_OFFLINE" in msg and "SKNETS_WEIGHTS_URL" in msg
+    assert "SKNETS_WEIGHTS_URL" in msg and "weights=None" in msg
     assert _leftovers(weights_home()) == []
 
 
