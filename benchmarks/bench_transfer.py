@@ -1,9 +1,9 @@
 """Transfer learning on real data: frozen features, fine-tuning, from scratch.
 
 Needs ``../shared/data`` (CIFAR-10 JPEG tarball, Fashion-MNIST, the weights
-folder), ``pillow``, ``h5py`` and ``safetensors`` (``pip install -e
-".[vision]"``). The SqueezeNet Keras file is converted on the fly into a
-temporary ``SKNETS_HOME`` (nothing is downloaded or written to the repo).
+folder) and ``pillow``. SqueezeNet and ResNet-20 use the weights bundled with
+sknets (float16); the ResNet-56 checkpoint is linked into a temporary
+``SKNETS_HOME`` (nothing is downloaded or written to the repo).
 
 1. ``Pipeline([PretrainedFeatureExtractor('squeezenet1_1'), StandardScaler,
    LogisticRegression])`` on 2,000 / 1,000 CIFAR-10 images, with ImageNet
@@ -31,7 +31,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "scripts"))
 
 from _datasets import DATA, load_idx_images  # noqa: E402
 
@@ -80,15 +79,9 @@ def load_cifar10_jpeg(n_train=2000, n_test=1000, seed=0):
 
 
 def prepare_weights(home):
-    """Convert the Keras SqueezeNet and link the ResNet checkpoints into ``home``."""
-    from convert_squeezenet_keras import convert, save
-
-    weights = DATA / "weights"
-    h5 = weights / "squeezenet1_1_imagenet"
-    h5 = h5 / "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    save(convert(h5), home / "squeezenet1_1_imagenet.safetensors")
-    for n, f in (("20", "resnet20-12fca82f.th"), ("56", "resnet56-4bfd9763.th")):
-        os.symlink(weights / "resnet_cifar10" / f, home / f"resnet{n}_cifar10.th")
+    """Link the ResNet-56 checkpoint into ``home`` (the others are bundled)."""
+    f = DATA / "weights" / "resnet_cifar10" / "resnet56-4bfd9763.th"
+    os.symlink(f, home / f.name)
 
 
 def pipeline(**extractor):

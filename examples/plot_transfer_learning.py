@@ -10,19 +10,15 @@ classifier whose only trained part is linear.
 
 Here the backbone is a ResNet-20 trained on CIFAR-10 (32 x 32 colour
 photographs), applied to scikit-learn's 8 x 8 grey digits, which the
-extractor resizes to 32 x 32 and repeats over three channels. sknets never
-downloads weights: the example looks for ``resnet20_cifar10`` in
-``$SKNETS_HOME`` (default ``~/.cache/sknets``), then for the original
-``resnet20-12fca82f.th`` file in a ``shared/data/weights/resnet_cifar10``
-folder next to the repository, and skips the pretrained part when neither is
-there. The same network with random weights is the baseline.
+extractor resizes to 32 x 32 and repeats over three channels. Its weights are
+bundled with sknets (``weights='default'``), so the example runs offline. The
+same network with random weights is the baseline.
 """
 
 # %%
 # Data and weights
 # ----------------
 import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -49,29 +45,11 @@ X_train, X_test, y_train, y_test = train_test_split(
 )
 
 
-def find_weights():
-    """'default' when it is in $SKNETS_HOME, else a shared copy, else None."""
-    try:
-        PretrainedFeatureExtractor("resnet20_cifar").fit(X_train[:1])
-        return "default"
-    except FileNotFoundError as exc:
-        print(f"Not in SKNETS_HOME: {str(exc).split('. ')[0]}.")
-    name = Path("shared", "data", "weights", "resnet_cifar10", "resnet20-12fca82f.th")
-    for folder in [Path.cwd(), *Path.cwd().parents]:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-weights = find_weights()
-print("pretrained weights:", weights if weights is not None else "not found")
-
 # %%
 # Three classifiers
 # -----------------
 # Logistic regression on the raw pixels, on the features of a randomly
-# initialized ResNet-20, and -- when the weights were found -- on the features
-# of the pretrained one.
+# initialized ResNet-20, and on the features of the pretrained one.
 
 
 def features_then_linear(weights):
@@ -90,12 +68,9 @@ scores = {
     .fit(X_train, y_train)
     .score(X_test, y_test),
 }
-if weights is not None:
-    scores["pretrained ResNet-20"] = (
-        features_then_linear(weights).fit(X_train, y_train).score(X_test, y_test)
-    )
-else:
-    print("Skipping the pretrained extractor: no weights on this machine.")
+scores["pretrained ResNet-20"] = (
+    features_then_linear("default").fit(X_train, y_train).score(X_test, y_test)
+)
 for name, score in scores.items():
     print(f"{name:22s} test accuracy {score:.3f}")
 
@@ -111,7 +86,7 @@ for name, score in scores.items():
 # :class:`sknets.FineTunedClassifier` goes one step further and trains the
 # backbone too.
 fig, ax = plt.subplots(figsize=(6, 2.5))
-ax.barh(list(scores), list(scores.values()), color=["C7", "C1", "C0"][: len(scores)])
+ax.barh(list(scores), list(scores.values()), color=["C7", "C1", "C0"])
 ax.set(xlim=(0.5, 1.0), xlabel="Test accuracy (300 digits)")
 for i, score in enumerate(scores.values()):
     ax.text(score + 0.005, i, f"{score:.3f}", va="center")

@@ -2,11 +2,11 @@
 
 The Keras file (``squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5``,
 from the MIT-licensed ``keras-squeezenet`` project) stores HWIO kernels; the
-output is a ``.safetensors`` (or ``.pt``) state dict that
-:class:`sknets.modules.SqueezeNet11` loads with ``load_state_dict``. Put it at
-``$SKNETS_HOME/squeezenet1_1_imagenet.safetensors`` (``SKNETS_HOME`` defaults to
-``~/.cache/sknets``) to use ``weights='default'``, or pass its path as
-``weights``.
+output is a float32 ``.safetensors`` (or ``.pt``) state dict that
+:class:`sknets.modules.SqueezeNet11` loads with ``load_state_dict``; pass its
+path as ``weights``. sknets bundles the same weights in float16 (the default,
+``weights='default'``); ``make_bundled_weights.py`` regenerates that file with
+:func:`convert`.
 
 Usage::
 
@@ -92,14 +92,12 @@ def main(argv=None):
         "out",
         nargs="?",
         default=None,
-        help="output file (default: $SKNETS_HOME/squeezenet1_1_imagenet.safetensors)",
+        help="output file (default: squeezenet1_1_imagenet_float32.safetensors)",
     )
     args = parser.parse_args(argv)
     out = args.out
     if out is None:
-        from sknets._weights import weights_home
-
-        out = weights_home() / "squeezenet1_1_imagenet.safetensors"
+        out = "squeezenet1_1_imagenet_float32.safetensors"
     state = convert(args.h5)
     from sknets.modules import SqueezeNet11
 

@@ -2,8 +2,9 @@
 
 :class:`PretrainedFeatureExtractor` turns images into the activations of a
 pretrained network; :class:`FineTunedClassifier` puts a new head on such a
-network and trains it in two phases. Weights come from local files only:
-sknets never downloads anything.
+network and trains it in two phases. The default weights of the small
+built-in backbones are bundled with the package; others are read from local
+files or downloaded once into the cache folder (``sknets._weights``).
 """
 
 import copy
@@ -59,16 +60,24 @@ _IMAGE_PARAMS_DOC = """\
         function that returns one (called in ``fit``).
 
     weights : str, path-like or None, default='default'
-        Where the pretrained weights come from; nothing is ever downloaded.
-        ``'default'``: the backbone's usual weights, looked up by name in
-        :func:`weights_home` (``$SKNETS_HOME``, default ``~/.cache/sknets``):
-        ``squeezenet1_1_imagenet.safetensors``, ``resnet20_cifar10.th``, ...;
-        for a module, its own current weights; for a torchvision name, the
-        file in torch's hub cache. A path to a ``.pt``/``.pth``/``.th``
-        (``torch.load(weights_only=True)``) or ``.safetensors`` state dict;
-        another name to look up in the same folder; or None for a random
-        initialization seeded by ``random_state``. Missing weights raise a
-        ``FileNotFoundError`` that says which file to put where.
+        Where the pretrained weights come from. ``'default'``: the backbone's
+        usual weights. For ``'squeezenet1_1'`` (ImageNet, MIT license) and
+        ``'resnet20_cifar'`` (CIFAR-10, BSD-2-Clause) they are bundled with
+        sknets (float16); for ``'resnet56_cifar'`` they are downloaded on
+        first use (SHA-256 checked) into the cache folder ``$SKNETS_HOME``
+        (default ``~/.cache/sknets``) and read from there afterwards; for a
+        module, its own current weights; for a torchvision name, the file in
+        torch's hub cache. A weight set's name (``'squeezenet1_1_imagenet'``,
+        ``'resnet20_cifar10'``, ``'resnet56_cifar10'``) is resolved the same
+        way, any other name as ``<name>.safetensors`` (or ``.pt``, ``.pth``,
+        ``.th``) in the cache folder. A path to a ``.pt``/``.pth``/``.th``
+        (``torch.load(weights_only=True)``) or ``.safetensors`` state dict is
+        read as it is; None gives a random initialization seeded by
+        ``random_state``. ``SKNETS_OFFLINE=1`` forbids downloads and
+        ``SKNETS_WEIGHTS_URL`` names a mirror (user guide, *Transfer
+        learning*). Missing weights raise a ``FileNotFoundError``, an
+        unreachable server a ``ConnectionError``, each saying which file to
+        put where.
 
     layer : str or None, default=None
         Name of the module (as in ``backbone.named_modules()``) whose output
@@ -109,10 +118,11 @@ class PretrainedFeatureExtractor(
     __doc__ = _docs.fill(
         """Features from a pretrained network: images in, activations out.
 
-    ``fit`` is cheap: it builds the backbone and loads its weights (never
-    downloading anything). ``transform`` runs the network in eval mode under
-    ``torch.inference_mode()``, ``batch_size`` images at a time, and returns a
-    2-D array of the chosen layer's activations, ready for a linear model.
+    ``fit`` is cheap: it builds the backbone and loads its weights (the
+    defaults are bundled; see ``weights``). ``transform`` runs the network in
+    eval mode under ``torch.inference_mode()``, ``batch_size`` images at a
+    time, and returns a 2-D array of the chosen layer's activations, ready
+    for a linear model.
 
     Parameters
     ----------

@@ -1,9 +1,9 @@
 """Image backbones implemented in plain PyTorch (no torchvision needed).
 
 - :class:`SqueezeNet11`: SqueezeNet v1.1 (Iandola et al., 2016), laid out like
-  the Keras ``keras-squeezenet`` model whose ImageNet weights
-  ``scripts/convert_squeezenet_keras.py`` converts (``'valid'`` max pooling,
-  Caffe-style BGR mean-subtraction preprocessing).
+  the Keras ``keras-squeezenet`` model whose ImageNet weights sknets bundles,
+  converted (``'valid'`` max pooling, Caffe-style BGR mean-subtraction
+  preprocessing).
 - :class:`CifarResNet`: the 3-stage CIFAR ResNet of He et al. (2015) with
   option-A (zero-padded identity) shortcuts; :func:`resnet20_cifar` and
   :func:`resnet56_cifar` load the widely used ``pytorch_resnet_cifar10``
@@ -223,22 +223,9 @@ def resnet56_cifar(num_classes=10):
     return CifarResNet((9, 9, 9), num_classes)
 
 
-# name -> (factory, default weights name, where the default weights come from)
+# name -> (factory, name of its default weight set in sknets._weights)
 BACKBONES = {
-    "squeezenet1_1": (
-        SqueezeNet11,
-        "squeezenet1_1_imagenet",
-        "convert the Keras file squeezenet_weights_tf_dim_ordering_tf_kernels_"
-        "notop.h5 with scripts/convert_squeezenet_keras.py",
-    ),
-    "resnet20_cifar": (
-        resnet20_cifar,
-        "resnet20_cifar10",
-        "copy resnet20-12fca82f.th from the pytorch_resnet_cifar10 release",
-    ),
-    "resnet56_cifar": (
-        resnet56_cifar,
-        "resnet56_cifar10",
-        "copy resnet56-4bfd9763.th from the pytorch_resnet_cifar10 release",
-    ),
+    "squeezenet1_1": (SqueezeNet11, "squeezenet1_1_imagenet"),
+    "resnet20_cifar": (resnet20_cifar, "resnet20_cifar10"),
+    "resnet56_cifar": (resnet56_cifar, "resnet56_cifar10"),
 }
