@@ -254,9 +254,9 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
     --------
     RandomizedSearchCV : The same for sampled candidates.
     sklearn.model_selection.GridSearchCV : The search this one extends.
-    sklearn.model_selection.HalvingGridSearchCV : Successive halving; with
-        ``resource="max_iter"`` it allocates epochs to promising candidates
-        and works with sknets networks as is.
+    HalvingGridSearchCV : Successive halving; with ``resource="max_iter"``
+        it gives epochs to promising candidates, and the survivors of each
+        rung go on training instead of starting again.
 
     Notes
     -----
@@ -276,7 +276,8 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
     fold, never the CV test fold, stops when the validation score stops
     improving, restores the best weights and records the chosen epoch in
     ``best_epoch_``: a search over everything but epochs is then sound, and
-    ``HalvingGridSearchCV(resource="max_iter")`` is a third option.
+    :class:`HalvingGridSearchCV` with ``resource="max_iter"`` is a third
+    option.
 
     **Scale-out.** ``n_jobs`` runs the training runs in joblib processes;
     estimators and fitted models pickle. In a worker process (never in the
