@@ -26,8 +26,8 @@ search ran, so that the two times compare like with like.
 # ----------------
 # The same data, folds (``cv=3``), preprocessing and grid for both; sknets
 # adds ``dropout`` in ``[0.0, 0.3]``, so it has twice the candidates. Short
-# trainings (5 to 20 epochs) are the point of the grid, so scikit-learn's
-# warning that they stopped before converging is switched off here.
+# trainings (5 to 20 epochs) are the point of the grid, so the
+# ``ConvergenceWarning`` that both MLPs raise for each of them is switched off.
 import time
 import warnings
 
