@@ -243,7 +243,7 @@ class _EpochHalvingMixin:
                 search_ctx,
                 self,
                 task_name="halving-iteration",
-                max_subtasks=n * self.n_splits_,
+                max_subtasks=n * len(rungs.pretraining.splits),
                 sequential_subtasks=False,
             )
             self.n_resources_.append(n_resources)
