@@ -31,12 +31,15 @@ from skorch.callbacks import Callback
 
 from sknets import _registry as registry
 from sknets._compat import (
+    CALLBACK_BASES,
     Interval,
     Options,
     StrOptions,
+    callback_fit_state,
     check_partial_fit_first_call,
     check_sample_weight,
     fit_context,
+    with_callbacks,
 )
 from sknets._device import move_net, resolve_device
 from sknets._engine import (
@@ -74,7 +77,70 @@ def _check_solver(est):
     return True
 
 
-class _BaseNet(BaseEstimator):
+class EpochTasks(Callback):
+    """scikit-learn's callback API inside the training loop: one task per epoch.
+
+    The fit is the root task of the estimator's callback context (see
+    ``sklearn.callback``); every epoch is a sub-task named ``"epoch"``, begun
+    when the epoch begins and ended when it is complete, with the fit's
+    ``X``, ``y`` and ``sample_weight`` metadata. Its ``fitted_estimator`` is
+    the estimator as if ``fit`` had stopped after that epoch (the network's
+    current weights, valid while the hook runs). A hook that returns True ends
+    training after that epoch. :meth:`finish` ends the fit's task and drops
+    the references to the data and the context.
+    """
+
+    def __init__(self, context, estimator, X, y, metadata, attributes):
+        self.context, self.estimator = context, estimator
+        self.X, self.y, self.metadata = X, y, metadata
+        self.attributes = attributes
+        self.task = None
+
+    def _data(self):
+        return {"X": self.X, "y": self.y, "metadata": self.metadata}
+
+    def on_epoch_begin(self, net, **kwargs):
+        task = self.context.subcontext(task_name="epoch")
+        self.task = task.call_on_fit_task_begin(
+            estimator=self.estimator, **self._data()
+        )
+
+    def end_epoch(self, net):
+        """End this epoch's task; True when a callback asks to stop."""
+        task, self.task = self.task, None
+        if task is None:
+            return False
+        attributes = self.attributes
+        return task.call_on_fit_task_end(
+            estimator=self.estimator,
+            reconstruction_attributes=lambda: {**attributes, "net_": net},
+            **self._data(),
+        )
+
+    def on_train_end(self, net, **kwargs):
+        if self.task is not None:  # an epoch that did not complete
+            self.task.call_on_fit_task_end(estimator=self.estimator)
+            self.task = None
+
+    def finish(self):
+        """End the fit's task; drop every reference to the data."""
+        self.context.call_on_fit_task_end(estimator=self.estimator, **self._data())
+        self.task = self.context = self.estimator = self.attributes = None
+        self.X = self.y = self.metadata = None
+
+
+def _with_epoch_tasks(epoch_callback, tasks):
+    """``epoch_callback`` that also ends the epoch's task (True: stop)."""
+
+    def on_epoch(epoch, net, monitor, stopping):
+        if epoch_callback is not None:
+            epoch_callback(epoch, net, monitor, stopping)
+        return tasks.end_epoch(net)
+
+    return on_epoch
+
+
+class _BaseNet(*CALLBACK_BASES, BaseEstimator):
     """Base class of every sknets network estimator.
 
     Subclasses store their parameters in ``__init__`` and implement
@@ -201,6 +267,7 @@ class _BaseNet(BaseEstimator):
     # ------------------------------------------------------------------ fit
 
     @fit_context(prefer_skip_nested_validation=True)
+    @with_callbacks
     def fit(
         self,
         X,
@@ -288,10 +355,15 @@ class _BaseNet(BaseEstimator):
             if trained is not None:
                 self._adopt(prepared, trained)
                 return self
-            interrupted = self._fit_body(prepared, epoch_callback)
+            tasks = self._epoch_tasks(X, y, sample_weight, prepared)
+            interrupted = self._fit_body(prepared, epoch_callback, tasks)
+            if tasks is not None:
+                tasks.finish()
         except BaseException:
+            callback_state = callback_fit_state(self)
             self.__dict__.clear()
             self.__dict__.update(saved)
+            self.__dict__.update(callback_state)  # torn down by with_callbacks
             raise
         if interrupted:  # Ctrl-C: the completed epochs are kept, then it goes on
             raise KeyboardInterrupt(
@@ -391,6 +463,27 @@ class _BaseNet(BaseEstimator):
         module = self._build_module(X.shape[1], prepared.n_outputs, sp.issparse(X))
         return module.to(dtype=prepared.plan.dtype)
 
+    def _epoch_tasks(self, X, y, sample_weight, prepared):
+        """The fit's task in scikit-learn's callback API, epochs as sub-tasks.
+
+        None without the API (scikit-learn < 1.9) or for L-BFGS (whose
+        iterations are not epochs). The root task begins here.
+        """
+        plan = prepared.plan
+        if not hasattr(self, "_init_callback_context") or not plan.stopping.stochastic:
+            return None
+        context = self._init_callback_context(max_subtasks=plan.epochs)
+        metadata = None if sample_weight is None else {"sample_weight": sample_weight}
+        context.call_on_fit_task_begin(estimator=self, X=X, y=y, metadata=metadata)
+        attributes = {
+            **{k: v for k, v in self.__dict__.items() if k.endswith("_")},
+            "_dtype": plan.dtype,
+            "_device": plan.device,
+            "out_activation_": plan.out_activation,
+            "n_outputs_": prepared.n_outputs,
+        }
+        return EpochTasks(context, self, X, y, metadata, attributes)
+
     def _adopt(self, prepared, trained):
         """Become the fit that ``trained`` holds (see ``TrainedState``).
 
@@ -423,7 +516,7 @@ class _BaseNet(BaseEstimator):
         monitor.stop_reason = trained.stop_reason
         self._finish(net, plan, prepared.n_outputs, interrupted=False)
 
-    def _fit_body(self, prepared, epoch_callback):
+    def _fit_body(self, prepared, epoch_callback, tasks=None):
         X, target, sample_weight = prepared.X, prepared.target, prepared.sample_weight
         n_outputs, plan = prepared.n_outputs, prepared.plan
         previous = self.__dict__.get("net_")
@@ -476,6 +569,10 @@ class _BaseNet(BaseEstimator):
                 n_epochs_before = len(previous.history)
             if not draws_random(module):
                 rng.close()  # drawn once: training needs no generator (nor the lock)
+            extra = ()
+            if tasks is not None:
+                extra = (("sklearn_tasks", tasks),)
+                epoch_callback = _with_epoch_tasks(epoch_callback, tasks)
             net = build_net(
                 plan,
                 module,
@@ -486,9 +583,13 @@ class _BaseNet(BaseEstimator):
                 epoch_callback=epoch_callback,
                 previous=previous,
                 epoch_scorer=epoch_scorer,
+                extra_callbacks=extra,
             )
             try:
                 interrupted = train(net, train_data, plan)
+                if tasks is not None:  # the fitted net keeps sknets' callbacks only
+                    net.callbacks = [c for c in net.callbacks if c is not extra[0]]
+                    net.callbacks_ = [c for c in net.callbacks_ if c[1] is not tasks]
                 self._finish(net, plan, n_outputs, interrupted)
             except BaseException:
                 if rollback is not None:
@@ -1054,6 +1155,7 @@ class _ClassifierNet(_BaseNet):
         self._label_binarizer = lb
 
     @available_if(_check_solver)
+    @with_callbacks
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Update the model with a single epoch over the given data.
 
@@ -1160,6 +1262,7 @@ class _RegressorNet(_BaseNet):
         return "exp" if self.loss == "poisson" else "identity"
 
     @available_if(_check_solver)
+    @with_callbacks
     def partial_fit(self, X, y, sample_weight=None):
         """Update the model with a single epoch over the given data.
 

@@ -113,6 +113,47 @@ except ImportError:  # pragma: no cover - depends on the installed scikit-learn
             ) from exc
 
 
+# scikit-learn's experimental callback API (``sklearn.callback``, public since
+# 1.9): the networks report every epoch as a task of their fit. Remove the
+# fallback when the minimum is 1.9.
+try:
+    from sklearn.callback import (
+        AutoPropagatedCallback,
+        CallbackSupportMixin,
+        with_callbacks,
+    )
+
+    CALLBACK_BASES = (CallbackSupportMixin,)
+except ImportError:  # scikit-learn < 1.9: no callbacks to report to
+    AutoPropagatedCallback = None
+    CALLBACK_BASES = ()
+
+    def with_callbacks(method):
+        """Fallback: the method as it is."""
+        return method
+
+
+def callback_fit_state(estimator):
+    """The attributes scikit-learn's callback API keeps during one ``fit``.
+
+    ``with_callbacks`` tears the callbacks down after ``fit`` from these; a
+    failed fit that restores the estimator's previous state keeps them.
+    """
+    keys = ("_callback_fit_ctx", "_skl_callbacks_to_teardown")
+    return {k: estimator.__dict__[k] for k in keys if k in estimator.__dict__}
+
+
+def auto_propagated_callbacks(estimator):
+    """The auto-propagated scikit-learn callbacks set on ``estimator``."""
+    if AutoPropagatedCallback is None:
+        return []
+    return [
+        cb
+        for cb in getattr(estimator, "_skl_callbacks", [])
+        if isinstance(cb, AutoPropagatedCallback)
+    ]
+
+
 # The epoch-sharing search trains its runs on the folds before handing over
 # to scikit-learn's ``fit``: it splits rows and fit parameters as scikit-learn
 # does. Can go when these are public.

@@ -647,7 +647,9 @@ class EpochMonitor(Callback):
     epoch_callback : callable or None
         ``epoch_callback(epoch, net, monitor, stopping)`` after every
         completed epoch, once the rules decided (``stopping``); the
-        epoch-sharing search scores its epoch counts with it.
+        epoch-sharing search scores its epoch counts with it, and
+        scikit-learn's callbacks end their epoch task there. A true return
+        value ends training (``stop_reason="callback"``).
     """
 
     def __init__(
@@ -736,7 +738,9 @@ class EpochMonitor(Callback):
                 phases.end_phase()
                 stop = False
         if self.epoch_callback is not None:
-            self.epoch_callback(self.epochs_run, net, self, stop)
+            if self.epoch_callback(self.epochs_run, net, self, stop) and not stop:
+                self.stop_reason = "callback"  # a callback asked to stop
+                raise StopTraining
         if stop:
             self.stop_reason = "converged"
             raise StopTraining
@@ -793,6 +797,7 @@ def build_net(
     epoch_callback=None,
     previous=None,
     epoch_scorer=None,
+    extra_callbacks=(),
 ):
     """The skorch net that carries out ``plan``, from constructor arguments only.
 
@@ -818,6 +823,8 @@ def build_net(
     epoch_scorer : callable or None
         ``epoch_scorer(net) -> float``: the validation score of each epoch
         (the estimator's ``scoring``), instead of accuracy or R^2.
+    extra_callbacks : sequence of (name, skorch callback)
+        Run after sknets' own (e.g. scikit-learn's epoch tasks).
 
     Returns
     -------
@@ -860,6 +867,7 @@ def build_net(
             ),
             ("monitor", monitor),
             *plan.callbacks,  # the user's, after ours
+            *extra_callbacks,
         ],
         callbacks__print_log=None,  # EpochMonitor prints (verbose)
         predict_nonlinearity=Probabilities(plan.out_activation),

@@ -28,6 +28,7 @@ from sklearn.model_selection import (
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 
 from sknets import _registry as registry
+from sknets._compat import auto_propagated_callbacks
 from sknets.model_selection._pretrain import EPOCH_PARAM, Pretraining, find_net
 from sknets.model_selection._search import report_shared_fit_times
 
@@ -113,6 +114,7 @@ class _EpochHalvingMixin:
         if (
             not self.vectorize
             or found is None
+            or auto_propagated_callbacks(self)  # they follow every fit's epochs
             or self.resource != found[1] + EPOCH_PARAM
             or set(params) - {"sample_weight", "groups"}
             or get_config().get("enable_metadata_routing")

@@ -20,6 +20,7 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 
 from sknets import _registry as registry
+from sknets._compat import auto_propagated_callbacks
 from sknets.model_selection._pretrain import EPOCH_PARAM, find_net, pretrain
 
 # --------------------------------------------------------------------------- searches
@@ -45,7 +46,8 @@ class _EpochSharingMixin:
     def _pretrains(self):
         """Whether any candidate is trained ahead (else: scikit-learn's ``fit``)."""
         found = find_net(self.estimator)
-        if found is None:
+        if found is None or auto_propagated_callbacks(self):
+            # callbacks that follow every candidate's fit see it train
             return False
         if self.vectorize:
             return True
