@@ -102,6 +102,22 @@ def test_lbfgs_and_class_weight_dicts_round_trip(data, tmp_path):
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
 
 
+def test_validation_set_and_early_stopping_attributes_round_trip(data, tmp_path):
+    X, y = data
+    reg = MLPRegressor(early_stopping=True, **{**FAST, "max_iter": 6})
+    reg.fit(X[:30], y[:30].astype(float), X_val=X[30:], y_val=y[30:].astype(float))
+    again = load(save(reg, tmp_path / "m.sknets"))
+    for name in (
+        "validation_scores_",
+        "validation_loss_curve_",
+        "best_validation_score_",
+        "best_epoch_",
+        "history_",
+    ):
+        assert getattr(again, name) == getattr(reg, name), name
+    np.testing.assert_array_equal(again.predict(X), reg.predict(X))
+
+
 def test_saved_cuda_model_loads_on_the_cpu(data, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("simulates a machine without CUDA")
@@ -132,6 +148,28 @@ def test_unstorable_parameters_are_refused_at_save(images, tmp_path):
         save(clf, tmp_path / "m.sknets")
     assert not (tmp_path / "m.sknets").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        MLPClassifier,
+        MLPRegressor,
+        ConvNetClassifier,
+        FineTunedClassifier,
+        PretrainedFeatureExtractor,
+    ],
+)
+def test_stored_fitted_attributes_are_the_documented_ones(cls):
+    """load's table per class: documented attributes, stored or rebuilt."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    from sknets._persistence import _DERIVED, _SCHEMAS
+
+    documented = {p.name for p in docscrape.ClassDoc(cls)["Attributes"]}
+    stored = set(_SCHEMAS[cls.__name__])
+    assert stored <= documented
+    live = {"net_", "module_", "backbone_"}  # rebuilt objects, not values
+    assert documented - stored <= _DERIVED | live
 
 
 # --------------------------------------------------------------- pretrained
