@@ -937,7 +937,7 @@ def _check_backbone(name):
 def _decode_params(cls, raw):
     if not isinstance(raw, dict):
         raise _Refused("the parameters are not an object.")
-    names = set(cls._get_param_names())
+    names = set(cls().get_params(deep=False))
     unknown = set(raw) - names
     if unknown:
         raise _Refused(f"unknown parameter(s) {sorted(unknown)} for {cls.__name__}.")
