@@ -125,7 +125,7 @@ def save(estimator, path):
         ``PretrainedFeatureExtractor``) whose parameters are plain values
         (numbers, strings, tuples, dicts of them); or any scikit-learn object
         that skops can store (a ``Pipeline``, ``ColumnTransformer``,
-        ``FeatureUnion``, a search's ``best_estimator_``...), with sknets
+        ``FeatureUnion``, a search or its ``best_estimator_``...), with sknets
         estimators inside. The latter needs the ``skops`` package
         (``pip install sknets[persist]``).
     path : str or path-like
@@ -179,11 +179,6 @@ def save(estimator, path):
         meta, arrays = _encode_estimator(estimator, fitted=True)
         tensors = {name: _as_stored(a) for name, a in arrays.items()}
     else:
-        if type(estimator).__module__.startswith("sknets"):
-            raise TypeError(
-                f"save() cannot store a {type(estimator).__name__}; use "
-                "joblib.dump for it."
-            )
         skops_io = _skops("save() of a " + type(estimator).__name__)
         try:
             data = skops_io.dumps(estimator)
@@ -1100,7 +1095,10 @@ def _skops_version():
 
 
 def _trusted_sknets_types():
-    return list(_classes().values())
+    """sknets' estimators (their state is checked) and searches (scikit-learn's)."""
+    from sknets.model_selection import GridSearchCV, RandomizedSearchCV
+
+    return [*_classes().values(), GridSearchCV, RandomizedSearchCV]
 
 
 def _load_tree(meta, tensors, trusted):

@@ -291,6 +291,27 @@ def _double(X):
     return 2 * X
 
 
+def test_sknets_searches_round_trip(data, tmp_path):
+    pytest.importorskip("skops")
+    from sknets.model_selection import GridSearchCV as EpochGridSearchCV
+
+    X, y = data
+    search = EpochGridSearchCV(MLPClassifier(**FAST), {"max_iter": [2, 3]}, cv=2).fit(
+        X, y
+    )
+    path = save(search, tmp_path / "search.sknets")
+    with pytest.raises(ValueError, match="StratifiedKFold"):
+        load(path)  # scikit-learn's own helpers that skops does not trust
+    trusted = [
+        "sklearn.metrics._scorer._PassthroughScorer",
+        "sklearn.model_selection._split.StratifiedKFold",
+    ]
+    again = load(path, trusted=trusted)
+    assert type(again) is EpochGridSearchCV
+    assert again.best_params_ == search.best_params_
+    np.testing.assert_array_equal(again.predict_proba(X), search.predict_proba(X))
+
+
 def test_skops_io_stores_sknets_estimators(data, images, tmp_path):
     skops_io = pytest.importorskip("skops.io")
     X, y = data
