@@ -55,6 +55,7 @@ from sknets._engine import (
     train,
     widest_activation,
 )
+from sknets._pickling import _PortableStateMixin
 from sknets._plan import Phase, PreparedFit, StoppingRules, TrainingPlan
 from sknets._summary import layer_summary
 from sknets._validation import assert_finite, check_representable
@@ -140,7 +141,7 @@ def _with_epoch_tasks(epoch_callback, tasks):
     return on_epoch
 
 
-class _BaseNet(*CALLBACK_BASES, BaseEstimator):
+class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
     """Base class of every sknets network estimator.
 
     Subclasses store their parameters in ``__init__`` and implement
@@ -874,16 +875,13 @@ class _BaseNet(*CALLBACK_BASES, BaseEstimator):
                 )
         return self
 
-    def __getstate__(self):
-        state = dict(super().__getstate__())
+    def _pickle_state(self):
+        state = dict(super()._pickle_state())
         for name in ("_rollback", "_widest"):  # caches, rebuilt when needed
             state.pop(name, None)
         return state
 
     # ---------------------------------------------------------- persistence
-
-    def _check_is_fitted_for_save(self):
-        check_is_fitted(self)
 
     def _extra_state(self):
         """Private fitted state a subclass needs to rebuild itself (JSON-able)."""
@@ -913,46 +911,56 @@ class _BaseNet(*CALLBACK_BASES, BaseEstimator):
         }
         return state
 
+    def _skeleton(self, n_features, n_outputs, sparse_input):
+        """The module that saved weights are loaded into (see ``sknets.load``).
+
+        Only its architecture matters: it is built on the ``meta`` device
+        first. Estimators with pretrained parts build them without their
+        pretrained weights here.
+        """
+        return self._build_module(n_features, n_outputs, sparse_input)
+
     def _restore_fitted(self, fitted, module_state):
-        """Rebuild the fitted estimator from :meth:`_fitted_state` and weights."""
+        """Rebuild the fitted estimator from :meth:`_fitted_state` and weights.
+
+        ``fitted`` and ``module_state`` have passed ``sknets.load``'s checks;
+        the module is built on the ``meta`` device and compared with
+        ``module_state`` before it takes any memory.
+        """
+        from sknets._persistence import restore_module
+
         fitted = dict(fitted)
         private = fitted.pop("_private")
         for name, value in fitted.items():
             setattr(self, name, value)
         self._load_extra_state(private["extra"])
         self._dtype = getattr(torch, private["dtype"])
+        batch_size = private.get("batch_size", 200)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # batch_size clipping, said at fit
             plan = self._make_plan(
-                private.get("batch_size", 200),
+                batch_size,
                 incremental=False,
                 first_pass=False,
                 x_dtype=None,
                 split=False,
             )
-        with seeded():
-            module = self._build_module(
-                self.n_features_in_,
-                self.n_outputs_,
-                private.get("sparse_input", False),
-            ).to(dtype=plan.dtype)
-        try:
-            module.load_state_dict(module_state)
-        except RuntimeError as exc:
-            raise ValueError(
-                "The saved weights do not match the network that the saved "
-                f"parameters build: {exc}"
-            ) from exc
+        sparse_input = private.get("sparse_input", False)
+        module = restore_module(
+            lambda: self._skeleton(
+                self.n_features_in_, self.n_outputs_, sparse_input
+            ).to(dtype=plan.dtype),
+            module_state,
+        ).to(plan.device)
         known = set(StoppingState.__dataclass_fields__)
-        saved = {k: v for k, v in private["monitor"].items() if k in known}
+        saved = {k: v for k, v in private.get("monitor", {}).items() if k in known}
         saved.setdefault("base_learning_rate", saved.get("learning_rate"))
         net = build_net(
             plan,
             module.eval(),
             state=StoppingState(**saved),
-            valid_batch_size=self._predict_batch_rows(
-                module, np.empty((0, self.n_features_in_))
-            ),
+            # no dry run here: predictions size their own batches
+            valid_batch_size=_rows_for(self.n_features_in_),
             sparse_batches=self._sparse_batches,
         )
         for row in self.history_:

@@ -142,6 +142,11 @@ FITTED = """\
     best_validation_score_ : float or None
         The best validation score with ``early_stopping=True``.
 
+    best_epoch_ : int or None
+        With ``early_stopping=True``: the epoch (counted from 1, over all
+        fits of a warm start) of the best validation score, whose weights
+        the network keeps.
+
     t_ : int
         Number of training samples seen by the solver.
 

@@ -1,4 +1,12 @@
-"""Hash-stable pickling of torch modules held as estimator parameters.
+"""Pickling of estimators: the live state for pickle, a portable one for skops.
+
+:class:`_PortableStateMixin` gives every sknets estimator two states.
+``pickle``, ``copy`` and joblib go through ``__reduce_ex__`` and keep the live
+objects (the skorch net, the optimizer's state, user callbacks). skops reads
+``__getstate__``/``__setstate__`` (its public extension point for objects):
+there the state is the portable one that :func:`sknets.save` writes, JSON
+text and NumPy arrays, and ``__setstate__`` rebuilds the estimator through
+the same checks as :func:`sknets.load`.
 
 torch pickles a tensor's storage under its memory address, so equal modules
 pickle to different bytes and joblib's hashing (``Pipeline(memory=...)``)
@@ -6,11 +14,15 @@ misses its cache. :class:`_BackbonePickleMixin` pickles a module-valued
 ``backbone`` parameter by value instead.
 """
 
+import copyreg
 import io
 import pickle
 
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
+
+_PORTABLE = "__sknets_portable__"  # the key that marks a portable state
 
 
 def _rebuild_tensor(array, dtype, requires_grad, parameter):
@@ -51,11 +63,42 @@ class _ModuleBytes:
         return pickle.loads(self.data)
 
 
-class _BackbonePickleMixin:
-    """Pickle a module-valued ``backbone`` parameter in a hash-stable form."""
+class _PortableStateMixin:
+    """Live state for pickle and copy, portable state for skops (see the module).
+
+    Subclasses extend :meth:`_pickle_state` (not ``__getstate__``) to change
+    what pickle stores.
+    """
+
+    def __reduce_ex__(self, protocol):
+        return copyreg.__newobj__, (type(self),), self._pickle_state()
+
+    def __reduce__(self):
+        return self.__reduce_ex__(2)
+
+    def _pickle_state(self):
+        """What pickle and copy store: scikit-learn's estimator state."""
+        return BaseEstimator.__getstate__(self)
 
     def __getstate__(self):
-        state = dict(super().__getstate__())  # never the live __dict__
+        from sknets._persistence import portable_state
+
+        return portable_state(self)
+
+    def __setstate__(self, state):
+        if isinstance(state, dict) and _PORTABLE in state:
+            from sknets._persistence import restore_portable
+
+            restore_portable(self, state)
+        else:
+            BaseEstimator.__setstate__(self, state)
+
+
+class _BackbonePickleMixin(_PortableStateMixin):
+    """Pickle a module-valued ``backbone`` parameter in a hash-stable form."""
+
+    def _pickle_state(self):
+        state = dict(super()._pickle_state())  # never the live __dict__
         if isinstance(state.get("backbone"), nn.Module):
             state["backbone"] = _ModuleBytes(state["backbone"])
         return state

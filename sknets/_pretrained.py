@@ -245,8 +245,18 @@ class PretrainedFeatureExtractor(
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            backbone, prep = make_backbone(self.backbone, self.weights)
-        _check_image_rows(X.shape[1], shape, prep, self.backbone)
+            module = self._features_module(X.shape[1], shape, self.weights)
+        module = module.to(resolve_device(self.device), torch.float32).eval()
+        self.module_ = module
+        self.image_shape_ = shape
+        probe = self._run(np.zeros((1, X.shape[1]), dtype=np.float32))
+        self.n_features_out_ = self._n_features_out = int(probe.shape[1])
+        return self
+
+    def _features_module(self, n_features, shape, weights):
+        """The frozen feature module, its backbone's weights from ``weights``."""
+        backbone, prep = make_backbone(self.backbone, weights)
+        _check_image_rows(n_features, shape, prep, self.backbone)
         module = ImageFeatures(
             backbone,
             self.layer,
@@ -255,11 +265,37 @@ class PretrainedFeatureExtractor(
             prep if self.normalize else None,
         )
         module.set_frozen(True)
-        module = module.to(resolve_device(self.device), torch.float32).eval()
-        self.module_ = module
-        self.image_shape_ = shape
-        probe = self._run(np.zeros((1, X.shape[1]), dtype=np.float32))
-        self.n_features_out_ = self._n_features_out = int(probe.shape[1])
+        return module
+
+    # ------------------------------------------------------------ persistence
+
+    def _fitted_state(self):
+        """Fitted attributes for ``sknets.save`` (the weights: ``module_``)."""
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k.endswith("_") and not k.startswith("_") and k != "module_"
+        }
+
+    def _restore_fitted(self, fitted, module_state):
+        """Rebuild from :meth:`_fitted_state` and the module's saved weights.
+
+        The backbone is built by name without its pretrained weights (the
+        saved state holds them): no weights file is read.
+        """
+        from sknets._persistence import restore_module
+
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        self._n_features_out = self.n_features_out_
+        shape = self.image_shape_
+        module = restore_module(
+            lambda: self._features_module(self.n_features_in_, shape, None).to(
+                dtype=torch.float32
+            ),
+            module_state,
+        )
+        self.module_ = module.to(resolve_device(self.device)).eval()
         return self
 
     @property
@@ -299,8 +335,8 @@ class PretrainedFeatureExtractor(
         out = self._run(X)
         return out if X.dtype == np.float32 else out.astype(np.float64)
 
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # never the live __dict__
+    def _pickle_state(self):
+        state = dict(super()._pickle_state())  # never the live __dict__
         module = state.get("module_")
         if module is not None and any(
             p.device.type != "cpu" for p in module.parameters()
@@ -484,8 +520,9 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
 
     # ------------------------------------------------------------ module
 
-    def _build_module(self, n_features, n_outputs, sparse_input=False):
-        backbone, prep = make_backbone(self.backbone, self.weights)
+    def _build_module(self, n_features, n_outputs, sparse_input=False, pretrained=True):
+        weights = self.weights if pretrained else None
+        backbone, prep = make_backbone(self.backbone, weights)
         shape = self.image_shape_
         _check_image_rows(n_features, shape, prep, self.backbone)
         features = ImageFeatures(
@@ -509,6 +546,10 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
             batch_norm=self.batch_norm,
         )
         return FineTuneModule(features, head)
+
+    def _skeleton(self, n_features, n_outputs, sparse_input):
+        """The module for saved weights: no pretrained weights file is read."""
+        return self._build_module(n_features, n_outputs, sparse_input, pretrained=False)
 
     # ------------------------------------------------------------ training
 

@@ -12,6 +12,7 @@ OPTIONAL = [
     "dask",
     "distributed",
     "PIL",
+    "skops",  # sknets.save of estimator trees imports it when it needs it
 ]  # tqdm comes with skorch
 
 
