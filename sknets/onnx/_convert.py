@@ -15,7 +15,8 @@ Everything goes through skl2onnx's public registration
   skl2onnx's, every name made unique.
 
 The network always computes in float32 (``Cast`` in front, float32 weights);
-outputs are float64 where the graph's input is, as skl2onnx's converters do.
+outputs are float64 where the graph's input is, as skl2onnx's converters do,
+except the probabilities that go into ``ZipMap``, which takes float32 only.
 """
 
 import io
@@ -122,7 +123,7 @@ def to_onnx(
 ):
     """Convert a fitted estimator or pipeline with sknets networks to ONNX.
 
-    skl2onnx's :func:`skl2onnx.to_onnx`, with converters for every sknets
+    ``skl2onnx.to_onnx``, with converters for every sknets
     estimator registered first: any estimator, ``Pipeline``,
     ``ColumnTransformer``... that skl2onnx converts may hold sknets
     estimators, and becomes one ONNX graph. The graph takes the flat rows the
@@ -150,7 +151,7 @@ def to_onnx(
 
     name, initial_types, target_opset, options, white_op, black_op, \
 final_types, dtype, naming, model_optim, verbose
-        As in :func:`skl2onnx.to_onnx`.
+        As in ``skl2onnx.to_onnx``.
 
     Returns
     -------
