@@ -57,6 +57,18 @@ class ExportedNetwork(nn.Module):
         self.head = head
 
     def forward(self, X):
+        """Probabilities, predictions or features of a batch of flat rows.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, n_features_in_)
+            float32 rows, as the estimator takes them.
+
+        Returns
+        -------
+        out : torch.Tensor of shape (n_samples, n_outputs)
+            What ``head`` makes of the network's output.
+        """
         out = self.network(X)
         if self.head == "softmax":
             return torch.softmax(out, dim=1)
