@@ -13,12 +13,16 @@ OPTIONAL = [
     "distributed",
     "PIL",
     "skops",  # sknets.save of estimator trees imports it when it needs it
+    "skl2onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
 ]  # tqdm comes with skorch
 
 
 def test_import_does_not_pull_optional_dependencies():
     code = (
-        "import sys, sknets, sknets.modules\n"
+        "import sys, sknets, sknets.modules, sknets.onnx\n"
         f"loaded = [m for m in {OPTIONAL!r} if m in sys.modules]\n"
         "print(','.join(loaded))\n"
     )
@@ -38,6 +42,7 @@ def test_import_works_when_optional_dependencies_are_missing():
         "sys.meta_path.insert(0, Block())\n"
         "import sknets\n"
         "from sknets import MLPClassifier\n"
+        "from sknets.onnx import to_torch\n"
         "print(sorted(sknets.__all__))\n"
     )
     out = subprocess.run(
@@ -45,3 +50,22 @@ def test_import_works_when_optional_dependencies_are_missing():
     )
     assert out.returncode == 0, out.stderr
     assert "MLPClassifier" in out.stdout
+
+
+def test_to_onnx_without_skl2onnx_names_the_extra():
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('skl2onnx', 'onnx'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from sknets.onnx import to_onnx\n"
+        "try:\n"
+        "    to_onnx(None)\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'sknets[onnx]'" in out.stdout
