@@ -787,23 +787,10 @@ class MemberRun:
 
 
 def train_members(module, specs, X, y, sample_weight=None):
-    """Train the members of ``module`` (a StackedMLP) in one skorch run.
+    """Train the members of ``module`` in one run, to their last epoch counts.
 
-    Parameters
-    ----------
-    module : StackedMLP
-        The members' initialized networks, stacked (member ``m`` is
-        ``specs[m]``).
-    specs : list of MemberSpec
-        What each member is; they share :func:`stack_key`.
-    X, y, sample_weight : ndarray
-        The data that the members' rows index (``X`` validated, ``y``
-        encoded for the loss).
-
-    Returns
-    -------
-    results : list of dict
-        For member ``m``, ``{epoch count: TrainedState}``.
+    The arguments are :class:`MemberRun`'s. Returns, for member ``m``,
+    ``{epoch count: TrainedState}``.
     """
     run = MemberRun(module, specs, X, y, sample_weight).advance()
     results = run.results

@@ -31,7 +31,11 @@ from sknets.model_selection import (
     _pretrain,
 )
 from sknets.model_selection._halving import rung_schedule
-from tests.test_members import _ctrl_c_after, posix_main_thread
+from tests.test_members import (  # noqa: F401 (a fixture)
+    _clear_interrupt,
+    _ctrl_c_after,
+    posix_main_thread,
+)
 
 ATOL = 1e-6  # float64: stacked members and standalone fits agree to rounding
 N_ROWS = 240
@@ -362,14 +366,6 @@ def test_member_run_resumes_and_drops_members_exactly(digits):
 
 
 # --------------------------------------------------------------------------- Ctrl-C
-
-
-@pytest.fixture
-def _clear_interrupt():
-    from sknets._engine import USER_INTERRUPT
-
-    yield
-    USER_INTERRUPT.clear()
 
 
 @posix_main_thread
