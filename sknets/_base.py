@@ -1113,12 +1113,8 @@ class _ClassifierNet(_BaseNet):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
-            if len(self.classes_) < 2 and y.ndim == 1:
-                raise ValueError(
-                    f"{type(self).__name__} needs samples of at least 2 classes "
-                    f"in the data, but the data contains only one class: "
-                    f"{self.classes_[0]!r}."
-                )
+            # one class: one logistic output that learns "not the other
+            # class", predicting that class always, as scikit-learn's MLP does
         else:
             classes = unique_labels(y)
             if self.warm_start:

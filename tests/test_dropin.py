@@ -105,3 +105,21 @@ def test_lbfgs_warns_when_its_budget_runs_out(data, limit):
         warnings.simplefilter("always")
         MLPRegressor(solver="lbfgs", max_iter=500, max_fun=15000, tol=1e-2).fit(X, y)
     assert not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_a_single_class_fits_as_sklearns(data, early_stopping):
+    X, _, _ = data
+    y = np.array(["only"] * len(X))
+    kw = dict(max_iter=3, early_stopping=early_stopping, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = SkMLPClassifier(**kw).fit(X, y)
+        ours = MLPClassifier(device="cpu", **kw).fit(X, y)
+    assert list(ours.classes_) == list(theirs.classes_)
+    assert ours.n_outputs_ == theirs.n_outputs_ == 1
+    assert ours.out_activation_ == theirs.out_activation_
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    assert ours.predict_proba(X).shape == theirs.predict_proba(X).shape
+    if early_stopping:
+        assert ours.best_validation_score_ == theirs.best_validation_score_ == 1.0

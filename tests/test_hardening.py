@@ -135,10 +135,14 @@ def test_predict_methods_reject_bad_input(cls, params, case, data):
 @pytest.mark.parametrize(
     "cls, params", [p for p in _estimators() if is_classifier(p.values[0]())]
 )
-def test_single_class_is_a_clear_error(cls, params, data):
+def test_a_single_class_fits_and_is_predicted(cls, params, data):
+    # as scikit-learn's MLPClassifier: one logistic output, the class always
     X, _ = data
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        cls(**params).fit(X, np.zeros(len(X), dtype=int))
+    est = cls(**params).fit(X, np.full(len(X), 7))
+    assert list(est.classes_) == [7]
+    assert (est.predict(X) == 7).all() and est.score(X, np.full(len(X), 7)) == 1.0
+    proba = est.predict_proba(X)
+    assert proba.shape == (len(X), 2) and np.allclose(proba.sum(1), 1.0)
 
 
 def test_partial_fit_labels_never_seen(data):
@@ -203,7 +207,8 @@ def test_failed_fit_leaves_a_fitted_estimator_unchanged(data):
     X, y = data
     clf = MLPClassifier(**FAST).fit(X, y)
     before = _state(clf, X)
-    for bad_X, bad_y in [(X[:, :5] * np.nan, y), (X[:, :7], np.zeros(len(X)))]:
+    continuous = np.linspace(0.0, 1.0, len(X))  # not class labels
+    for bad_X, bad_y in [(X[:, :5] * np.nan, y), (X[:, :7], continuous)]:
         with pytest.raises(ValueError):
             clf.fit(bad_X, bad_y)
         after = _state(clf, X)
@@ -215,7 +220,7 @@ def test_failed_first_fit_leaves_the_estimator_unfitted(data):
     X, y = data
     clf = MLPClassifier(**FAST)
     with pytest.raises(ValueError):
-        clf.fit(X, np.zeros(len(X)))
+        clf.fit(X, np.linspace(0.0, 1.0, len(X)))  # not class labels
     assert not any(k.endswith("_") for k in vars(clf))
 
 
