@@ -55,6 +55,12 @@ class Offer:
         self.states = states
         self.taken = set()
 
+    def add(self, states):
+        """Offer ``states`` too, until the offer ends."""
+        with _LOCK:
+            self.states.update(states)
+            _STATES.update(states)
+
 
 _OFFERS = []
 

@@ -247,7 +247,8 @@ def test_survivors_resume_instead_of_retraining(digits, epoch_counter):
     X, y = digits
     search = HalvingGridSearchCV(_mlp(), GRID, **RUNGS).fit(X, y)
     assert search.n_resources_ == [2, 6, 18] and search.n_candidates_ == [9, 3, 1]
-    # one stack: every candidate on every fold, trained once
+    # one stack: every candidate on every fold, trained once (the refit of
+    # the last rung's candidate trains alone, beside that rung)
     assert epoch_counter["stacked"] == [(9 * 3, 8)]
     # each member trains to the last rung it reaches, never again from 0:
     # 6 candidates stop at 2 epochs, 2 at 6, 1 goes to 18 (3 folds each);
@@ -256,6 +257,7 @@ def test_survivors_resume_instead_of_retraining(digits, epoch_counter):
     refit = 18
     assert epoch_counter["epochs"] == stacked + refit
     assert epoch_counter["runs"] == 27 + 1  # the members and the refit
+    assert search.refit_time_ > 0  # its training time, not its pick-up
     # the reported fit times grow with the rungs, as separate fits' would
     results = search.cv_results_
     first = results["mean_fit_time"][results["iter"] == 0]

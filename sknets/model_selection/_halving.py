@@ -100,6 +100,8 @@ class _Rungs:
         self.run_of = run_of  # candidate -> its run in ``pretraining.runs``
         self.seconds = {}  # (cv_results_ row, split) -> (key, seconds)
         self.taken = set()
+        self.refit_offer = None  # the refits trained beside the last rung
+        self.refit_seconds = {}  # their registry keys -> training seconds
 
 
 class _EpochHalvingMixin:
@@ -202,13 +204,18 @@ class _EpochHalvingMixin:
         self.__dict__["_rungs"] = rungs
         try:
             # the states live in this process: candidates are fitted (picked
-            # up) and scored in threads here
-            with parallel_config(backend="threading"):
+            # up) and scored in threads here; the refit picks up its state too
+            with (
+                registry.offered({}) as rungs.refit_offer,
+                parallel_config(backend="threading"),
+            ):
                 super().fit(X, y, **params)
         finally:
             del self.__dict__["_rungs"]
         self.stacking_ = rungs.pretraining.stats
         report_shared_fit_times(self, rungs.seconds, rungs.taken)
+        for key in rungs.refit_offer.taken:  # the refit's training, not its pick-up
+            self.refit_time_ = rungs.refit_seconds[key]
         return self
 
     def _run_search(self, evaluate_candidates, *, callback_ctx=None):
@@ -255,9 +262,17 @@ class _EpochHalvingMixin:
                 print(f"iter: {itr}")
                 print(f"n_candidates: {n}")
                 print(f"n_resources: {n_resources}")
-            trained, seconds = rungs.pretraining.advance(
-                n_resources, {rungs.run_of[j] for j in alive if j in rungs.run_of}
+            runs = {rungs.run_of[j] for j in alive if j in rungs.run_of}
+            extra = ()
+            if itr == len(resources) - 1 and self.refit is True:
+                # the best of the last rung is refitted with its budget: train
+                # those refits now, beside the rung (the threads it leaves free)
+                extra = rungs.pretraining.refits(runs, n_resources)
+            trained, seconds, refits = rungs.pretraining.advance(
+                n_resources, runs, extra
             )
+            rungs.refit_offer.add(refits)
+            rungs.refit_seconds.update({k: s.seconds for k, s in refits.items()})
             budgets = sorted(set(resources))
             row_of = {
                 j * len(budgets) + budgets.index(n_resources): rows + position

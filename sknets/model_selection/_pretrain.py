@@ -625,16 +625,43 @@ class Pretraining:
         ]
         return self
 
-    def advance(self, epochs, runs):
+    def refits(self, runs, epochs):
+        """Refits of ``runs`` (run indices) on all the data, to ``epochs``.
+
+        What scikit-learn's refit of one of these candidates trains, as solo
+        runs through the network's own ``fit`` (one network each is fastest
+        alone), to be trained beside a rung (:meth:`advance`'s ``extra``).
+        """
+        n = self.X.shape[0] if hasattr(self.X, "shape") else len(self.X)
+        return [
+            delayed(_train_run)(
+                clone(self.base),
+                self.X,
+                self.y,
+                train=np.arange(n),
+                common=self.runs[r][1],
+                epoch_param=self.runs[r][0],
+                epochs=[epochs],
+                fit_params=self.fit_params,
+                parent_pid=os.getpid(),
+                n_workers=self.n_workers,
+            )
+            for r in sorted(runs)
+        ]
+
+    def advance(self, epochs, runs, extra=()):
         """Train the members of ``runs`` (run indices) up to ``epochs``.
 
         Members of other runs leave their stacks first, for good; stacks left
-        empty are dropped.
+        empty are dropped. ``extra`` (:meth:`refits`) train at the same time,
+        in the threads the rung leaves free.
 
         Returns
         -------
         trained, seconds : dict
             As :meth:`train`, for the states at ``epochs`` only.
+        extra_trained : dict
+            Registry key -> state of the ``extra`` members.
         """
         runs = set(runs)
         live = []
@@ -644,7 +671,9 @@ class Pretraining:
                 live.append((chunk, run))
         self.stack_runs = live
         tasks = [delayed(_advance)(run, epochs, self.n_workers) for _, run in live]
-        _parallel(tasks, self.n_jobs, self.pre_dispatch, backend="threading")
+        done = _parallel(
+            [*tasks, *extra], self.n_jobs, self.pre_dispatch, backend="threading"
+        )
         trained, seconds = {}, {}
         for chunk, run in live:
             results = run.results
@@ -653,7 +682,12 @@ class Pretraining:
                 state = results[m].get(epochs)
                 if state is not None:
                     self._record(net, data, r, s, {epochs: state}, trained, seconds)
-        return trained, seconds
+        extra_trained = {
+            key: state
+            for result in done[len(tasks) :]
+            for key, state in result.values()
+        }
+        return trained, seconds, extra_trained
 
 
 def pretrain(base, candidates, X, y, splits, fit_params, **kwargs):
