@@ -467,7 +467,10 @@ class HalvingGridSearchCV(_EpochHalvingMixin, _SkHalvingGridSearchCV):
     Candidates are eliminated on their mean test score at each rung; ties and
     NaN scores are broken as scikit-learn does. The trained stacks live in
     the search's process and train in its threads (``n_jobs`` of them);
-    Ctrl-C stops every stack at its next batch. Candidates whose networks
+    Ctrl-C stops every stack at its next batch. With ``refit=True`` the refit
+    of each candidate of the last rung trains beside that rung, in the threads
+    it leaves free (the best one's is picked up by the refit, the others are
+    dropped; ``refit_time_`` is its training time). Candidates whose networks
     cannot be stacked (batch normalization, sparse input, L-BFGS, ...) are
     fitted from scratch at each rung, as in scikit-learn.
 
