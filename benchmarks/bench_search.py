@@ -121,6 +121,130 @@ def run_one(name, grid, n_jobs, threads, device):
     }
 
 
+def profile_one(grid, n_jobs, threads, device):
+    """Where the stacked search's seconds go, in this process (instrumented).
+
+    Wraps the search's phases with timers (no copy of their code): torch's
+    first optimizer (it imports ``torch._dynamo``, paid once per process),
+    preparing the members, building and training each stack (per thread),
+    scikit-learn's own ``fit`` (pick-up of the trained states and scoring of
+    every (candidate, fold)), the refit, and the rest.
+    """
+    import threading
+
+    import torch
+    from sklearn.model_selection._search import BaseSearchCV
+
+    import sknets.model_selection._pretrain as pretrain
+    from sknets import MLPClassifier
+    from sknets.model_selection import GridSearchCV
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    events = []
+
+    def timed(owner, name, label):
+        inner = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                events.append(
+                    (label, threading.current_thread().name, start, time.perf_counter())
+                )
+
+        setattr(owner, name, wrapper)
+        return inner
+
+    saved = [
+        (
+            pretrain.Pretraining,
+            "__init__",
+            timed(pretrain.Pretraining, "__init__", "prepare"),
+        ),
+        (pretrain, "_stack_run", timed(pretrain, "_stack_run", "build")),
+        (pretrain.MemberRun, "advance", timed(pretrain.MemberRun, "advance", "train")),
+        (BaseSearchCV, "fit", timed(BaseSearchCV, "fit", "sklearn_fit")),
+    ]
+    X, y, source, cv, param_grid = _data(grid)
+    start = time.perf_counter()
+    p = torch.zeros(1, requires_grad=True)
+    torch.optim.Adam([p])
+    first_optimizer = time.perf_counter() - start
+    search = GridSearchCV(
+        MLPClassifier(random_state=0, device=device), param_grid, cv=cv, n_jobs=n_jobs
+    )
+    start = time.perf_counter()
+    search.fit(X, y)
+    total = time.perf_counter() - start
+    for owner, name, inner in saved:
+        setattr(owner, name, inner)
+    spans = {}
+    for label, thread, a, b in events:
+        spans.setdefault(label, []).append((thread, a - start, b - start))
+    train = spans.get("train", [])
+    end_train = max((b for _, _, b in train), default=0.0)
+    busy = {}
+    for label in ("build", "train"):
+        for thread, a, b in spans.get(label, []):
+            busy[thread] = busy.get(thread, 0.0) + b - a
+    first = min((a for _, a, _ in spans.get("build", [])), default=0.0)
+    idle = {t: end_train - first - s for t, s in busy.items()}
+    sk = sum(b - a for _, a, b in spans.get("sklearn_fit", []))
+    rows = [
+        (
+            "torch's first optimizer (imports torch._dynamo), before the timer",
+            first_optimizer,
+        ),
+        (
+            "preparing members (fit up to the network, plans)",
+            sum(b - a for _, a, b in spans.get("prepare", [])),
+        ),
+        (
+            "building stacks (modules, optimizers), thread-seconds",
+            sum(b - a for _, a, b in spans.get("build", [])),
+        ),
+        ("training stacks, thread-seconds", sum(b - a for _, a, b in train)),
+        ("training phase, wall (first build to last stack done)", end_train - first),
+        (
+            "picking up and scoring (scikit-learn's fit, minus refit)",
+            sk - search.refit_time_,
+        ),
+        ("refit", search.refit_time_),
+        ("search total", total),
+    ]
+    stacks = [
+        (t, round(a, 3), round(b, 3), round(b - a, 3), m)
+        for (t, a, b), m in zip(train, search.stacking_["stacks"], strict=False)
+    ]
+    return {
+        "rows": rows,
+        "idle": idle,
+        "train_spans": stacks,
+        "data": source,
+        "stacks": search.stacking_["stacks"],
+        "best_score": float(search.best_score_),
+    }
+
+
+def _print_profile(result, floor_output):
+    print(f"\nbreakdown of the stacked search ({result['data']}), seconds:")
+    for name, seconds in result["rows"]:
+        print(f"  {name:62s} {seconds:7.2f}")
+    for thread, seconds in result["idle"].items():
+        print(f"  idle in the training phase, {thread:33s} {seconds:7.2f}")
+    for thread, a, b, d, _ in result["train_spans"]:
+        print(f"  stack trained in {thread}: {a:.2f} -> {b:.2f} s ({d:.2f} s)")
+    print(
+        f"  members per stack: {result['stacks']};"
+        f" best score {result['best_score']:.4f}"
+    )
+    print("bare-torch floor of the same steps (bench_stack_floor.py, same run):")
+    print(floor_output.rstrip())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", choices=["digits", "mnist", "both"], default="both")
@@ -129,8 +253,37 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="break one stacked digits search down by phase (fresh process), "
+        "with bench_stack_floor.py's bare-torch floor in the same run",
+    )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile and args.one:
+        result = profile_one(args.grid, args.n_jobs, args.threads, args.device)
+        print(json.dumps(result))
+        return result
+    if args.profile:
+        grid = "digits" if args.grid == "both" else args.grid
+        cmd = [sys.executable, __file__, "--profile", "--one", "sknets", "--grid", grid]
+        cmd += ["--n-jobs", str(args.n_jobs), "--threads", str(args.threads)]
+        cmd += ["--device", args.device]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        floor = subprocess.run(
+            [sys.executable, str(HERE / "bench_stack_floor.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        _print_profile(result, floor)
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps({"profile": result, "floor": floor}, indent=2)
+            )
+        return result
     if args.one:  # a child process: one search, JSON on stdout
         result = run_one(args.one, args.grid, args.n_jobs, args.threads, args.device)
         print(json.dumps(result))
