@@ -192,33 +192,28 @@ def profile_one(grid, n_jobs, threads, device):
             busy[thread] = busy.get(thread, 0.0) + b - a
     first = min((a for _, a, _ in spans.get("build", [])), default=0.0)
     idle = {t: end_train - first - s for t, s in busy.items()}
-    sk = sum(b - a for _, a, b in spans.get("sklearn_fit", []))
+
+    def seconds(label):
+        return sum(b - a for _, a, b in spans.get(label, []))
+
     rows = [
         (
             "torch's first optimizer (imports torch._dynamo), before the timer",
             first_optimizer,
         ),
-        (
-            "preparing members (fit up to the network, plans)",
-            sum(b - a for _, a, b in spans.get("prepare", [])),
-        ),
-        (
-            "building stacks (modules, optimizers), thread-seconds",
-            sum(b - a for _, a, b in spans.get("build", [])),
-        ),
-        ("training stacks, thread-seconds", sum(b - a for _, a, b in train)),
+        ("preparing members (fit up to the network, plans)", seconds("prepare")),
+        ("building stacks (modules, optimizers), thread-seconds", seconds("build")),
+        ("training stacks, thread-seconds", seconds("train")),
         ("training phase, wall (first build to last stack done)", end_train - first),
         (
             "picking up and scoring (scikit-learn's fit, minus refit)",
-            sk - search.refit_time_,
+            seconds("sklearn_fit") - search.refit_time_,
         ),
         ("refit", search.refit_time_),
         ("search total", total),
     ]
-    stacks = [
-        (t, round(a, 3), round(b, 3), round(b - a, 3), m)
-        for (t, a, b), m in zip(train, search.stacking_["stacks"], strict=False)
-    ]
+    # in the order the stacks finished (members per stack: "stacks")
+    stacks = [(t, round(a, 3), round(b, 3), round(b - a, 3)) for t, a, b in train]
     return {
         "rows": rows,
         "idle": idle,
@@ -235,7 +230,7 @@ def _print_profile(result, floor_output):
         print(f"  {name:62s} {seconds:7.2f}")
     for thread, seconds in result["idle"].items():
         print(f"  idle in the training phase, {thread:33s} {seconds:7.2f}")
-    for thread, a, b, d, _ in result["train_spans"]:
+    for thread, a, b, d in result["train_spans"]:
         print(f"  stack trained in {thread}: {a:.2f} -> {b:.2f} s ({d:.2f} s)")
     print(
         f"  members per stack: {result['stacks']};"
@@ -243,6 +238,15 @@ def _print_profile(result, floor_output):
     )
     print("bare-torch floor of the same steps (bench_stack_floor.py, same run):")
     print(floor_output.rstrip())
+
+
+def _child(args, name, grid, *extra):
+    """Run search ``name`` over ``grid`` in a fresh process; its JSON result."""
+    cmd = [sys.executable, __file__, *extra, "--one", name, "--grid", grid]
+    cmd += ["--n-jobs", str(args.n_jobs), "--threads", str(args.threads)]
+    cmd += ["--device", args.device]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -267,11 +271,7 @@ def main(argv=None):
         return result
     if args.profile:
         grid = "digits" if args.grid == "both" else args.grid
-        cmd = [sys.executable, __file__, "--profile", "--one", "sknets", "--grid", grid]
-        cmd += ["--n-jobs", str(args.n_jobs), "--threads", str(args.threads)]
-        cmd += ["--device", args.device]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = _child(args, "sknets", grid, "--profile")
         floor = subprocess.run(
             [sys.executable, str(HERE / "bench_stack_floor.py")],
             capture_output=True,
@@ -300,11 +300,7 @@ def main(argv=None):
     for grid in grids:
         results = {}
         for name in names:
-            cmd = [sys.executable, __file__, "--one", name, "--grid", grid]
-            cmd += ["--n-jobs", str(args.n_jobs), "--threads", str(args.threads)]
-            cmd += ["--device", args.device]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            results[name] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[name] = _child(args, name, grid)
         first = next(iter(results.values()))
         print(
             f"\n{grid}: {first['data']} {first['shape']} {first['dtype']}, "
