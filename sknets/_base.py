@@ -55,6 +55,7 @@ from sknets._engine import (
     train,
     widest_activation,
 )
+from sknets._optim import SGD, Adam
 from sknets._pickling import _PortableStateMixin
 from sknets._plan import Phase, PreparedFit, StoppingRules, TrainingPlan
 from sknets._summary import layer_summary
@@ -639,13 +640,13 @@ class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
         # optimizer steps on CPU than the default per-tensor loop (same math).
         fused = device.type in ("cpu", "cuda")
         if self.solver == "adam":
-            return torch.optim.Adam, {
+            return Adam, {
                 "betas": (self.beta_1, self.beta_2),
                 "eps": self.epsilon,
                 "fused": fused,
             }
         if self.solver == "sgd":
-            return torch.optim.SGD, {
+            return SGD, {
                 "momentum": self.momentum,
                 "nesterov": bool(self.nesterovs_momentum and self.momentum > 0),
                 "fused": fused,

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 __all__ = [
     "Interval",
@@ -21,6 +22,8 @@ __all__ = [
     "check_partial_fit_first_call",
     "check_sample_weight",
     "fit_context",
+    "fused_adam",
+    "fused_sgd",
     "safe_split",
     "sparsetools",
 ]
@@ -212,3 +215,62 @@ try:
 except ImportError:  # pragma: no cover - depends on the installed scipy
     _sparsetools = None
 sparsetools = _checked(_sparsetools)
+
+
+# --------------------------------------------------------------------------- torch
+
+# torch's fused Adam and SGD kernels: what ``torch.optim.Adam(fused=True)`` and
+# ``torch.optim.SGD(fused=True)`` run, called by ``sknets._optim`` and the
+# stacked Adam step. torch's ``step`` methods (and the functional
+# ``torch.optim.adam.adam``) are wrapped in guards that import
+# ``torch._dynamo`` (1-1.5 s) on their first call and touch it at every step.
+# None where torch has no such kernel: the callers then use torch's own
+# ``step``. Can go if torch exposes the kernels or stops importing dynamo there.
+_fused_adam_kernel = getattr(torch, "_fused_adam_", None)
+_fused_sgd_kernel = getattr(torch, "_fused_sgd_", None)
+
+
+def _fused_adam(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps):
+    """One fused Adam step (no weight decay, no amsgrad), steps counted, in place."""
+    for t in steps:
+        t.add_(1)
+    _fused_adam_kernel(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        [],
+        steps,
+        amsgrad=False,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=0.0,
+        eps=eps,
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
+
+
+def _fused_sgd(params, grads, buffers, *, lr, momentum, dampening, nesterov, first):
+    """One fused SGD step (no weight decay), in place; ``buffers`` the momentum
+    buffers (none when ``momentum`` is 0; uninitialized on the ``first`` step)."""
+    _fused_sgd_kernel(
+        params,
+        grads,
+        buffers,
+        weight_decay=0.0,
+        momentum=momentum,
+        lr=lr,
+        dampening=dampening,
+        nesterov=nesterov,
+        maximize=False,
+        is_first_step=first,
+        grad_scale=None,
+        found_inf=None,
+    )
+
+
+fused_adam = None if _fused_adam_kernel is None else _fused_adam
+fused_sgd = None if _fused_sgd_kernel is None else _fused_sgd

@@ -37,6 +37,7 @@ from skorch.callbacks import Callback
 from skorch.helper import predefined_split
 from torch.optim.adam import adam as torch_adam
 
+from sknets._compat import fused_adam
 from sknets._engine import (
     USER_INTERRUPT,
     SkorchNet,
@@ -49,6 +50,7 @@ from sknets._engine import (
     sample_losses,
     validation_score,
 )
+from sknets._optim import SGD, Adam, _evaluate
 from sknets._plan import TrainedState
 
 # --------------------------------------------------------------------------- specs
@@ -104,7 +106,7 @@ def can_stack(plan):
         and len(plan.phases) == 1
         and plan.forward_compile is None
         and not plan.autocast
-        and plan.optimizer in (torch.optim.Adam, torch.optim.SGD)
+        and plan.optimizer in STACKED_OPTIMIZERS
     )
 
 
@@ -348,12 +350,31 @@ class _StackedOptimizer(torch.optim.Optimizer):
         self.active = self.live.clone()
         self.steps = torch.zeros(len(member_lr), dtype=torch.int64, device=first.device)
 
-    @staticmethod
-    def _evaluate(closure):
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
+    def add_param_group(self, param_group):
+        """Add a group of plain tensors (what skorch passes), torch's defaults.
+
+        torch's own ``add_param_group`` and ``zero_grad`` are wrapped in a
+        dynamo guard that imports ``torch._dynamo`` (1-1.5 s) on first use; a
+        stacked run needs neither its checks for named or duplicated
+        parameters nor the import.
+        """
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        if not all(isinstance(p, torch.Tensor) and p.is_leaf for p in params):
+            raise TypeError("a stacked optimizer takes leaf tensors only")
+        group = {**self.defaults, **param_group, "params": params}
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none=True):
+        """Drop (or zero) every parameter's gradient, as torch's."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().zero_()
 
     def _moving(self):
         moving = self.active & self.live
@@ -398,7 +419,7 @@ class StackedAdam(_StackedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = self._evaluate(closure)
+        loss = _evaluate(closure)
         moving, everyone = self._moving()
         uniform = everyone and bool((self.steps == self.steps[0]).all())
         if uniform and bool((self.member_lr == self.member_lr[0]).all()):
@@ -451,26 +472,29 @@ class StackedAdam(_StackedOptimizer):
             params = [p for p in group["params"] if p.grad is not None]
             moments = [self._moments(p) for p in params]
             steps = [self.state[p]["step"] for p in params]
-            for t in steps:
-                t.fill_(n - 1)  # torch's kernel counts this step itself
-            fused = all(p.device.type in ("cpu", "cuda") for p in params)
             beta1, beta2 = group["betas"]
+            kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"])
+            grads = [p.grad for p in params]
+            exp_avgs, exp_avg_sqs = [m for m, _ in moments], [v for _, v in moments]
+            for t in steps:
+                t.fill_(n - 1)  # the step counts itself, as torch's
+            if fused_adam is not None and all(
+                p.device.type in ("cpu", "cuda") for p in params
+            ):
+                fused_adam(params, grads, exp_avgs, exp_avg_sqs, steps, **kwargs)
+                continue
             torch_adam(
                 params,
-                [p.grad for p in params],
-                [m for m, _ in moments],
-                [v for _, v in moments],
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
                 [],
                 steps,
-                foreach=None if fused else False,
-                fused=fused or None,
+                foreach=False,
                 amsgrad=False,
-                beta1=beta1,
-                beta2=beta2,
-                lr=lr,
                 weight_decay=0.0,
-                eps=group["eps"],
                 maximize=False,
+                **kwargs,
             )
 
 
@@ -486,7 +510,7 @@ class StackedSGD(_StackedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = self._evaluate(closure)
+        loss = _evaluate(closure)
         moving, _ = self._moving()
         for group in self.param_groups:
             mu = group["momentum"]
@@ -510,7 +534,7 @@ class StackedSGD(_StackedOptimizer):
         return loss
 
 
-STACKED_OPTIMIZERS = {torch.optim.Adam: StackedAdam, torch.optim.SGD: StackedSGD}
+STACKED_OPTIMIZERS = {Adam: StackedAdam, SGD: StackedSGD}
 
 
 # --------------------------------------------------------------------------- monitor

@@ -26,6 +26,7 @@ ahead, as few and as wide as they can be:
 
 import numbers
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -399,9 +400,28 @@ def _advance(run, epochs, n_workers):
         return run.advance(epochs)
 
 
+@contextmanager
+def _switching(interval=1e-4):
+    """Let threads take the GIL every ``interval`` seconds, for a while.
+
+    A stack's thread holds the GIL only between torch kernels; with Python's
+    default 5 ms switch interval a thread that wants it back after a kernel
+    often waits for the other's Python to time out, and both stacks train
+    about 1.5x slower side by side than alone. The interval is process-wide:
+    it is restored on exit (unless somebody else changed it meanwhile).
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, interval))
+    try:
+        yield
+    finally:
+        if sys.getswitchinterval() == min(before, interval):
+            sys.setswitchinterval(before)
+
+
 def _parallel(tasks, n_jobs, pre_dispatch, backend=None):
     """Run stack tasks in threads (or ``backend``); Ctrl-C stops every stack."""
-    with _threads(effective_n_jobs(n_jobs)), _sigint_flag():
+    with _threads(effective_n_jobs(n_jobs)), _sigint_flag(), _switching():
         try:
             return Parallel(
                 n_jobs=n_jobs,
