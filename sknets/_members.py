@@ -165,9 +165,12 @@ class MemberData(torch.utils.data.Dataset):
 
     def take(self, index, mask):
         """``(X, (y, w, counts))`` for an index matrix and its 0/1 row mask."""
-        Xb = self.X[index]
-        yb = self.y[index]
-        wb = mask if self.w is None else mask * self.w[index]
+        flat = index.reshape(-1)  # index_select: twice as fast as X[index]
+        Xb = self.X.index_select(0, flat).view(*index.shape, *self.X.shape[1:])
+        yb = self.y.index_select(0, flat).view(*index.shape, *self.y.shape[1:])
+        wb = mask
+        if self.w is not None:
+            wb = mask * self.w.index_select(0, flat).view(index.shape)
         return Xb, (yb, wb, mask.sum(1))
 
 
