@@ -29,7 +29,12 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 
 from sknets import _registry as registry
 from sknets._compat import auto_propagated_callbacks
-from sknets.model_selection._pretrain import EPOCH_PARAM, Pretraining, find_net
+from sknets.model_selection._pretrain import (
+    EPOCH_PARAM,
+    Pretraining,
+    find_net,
+    pickup_config,
+)
 from sknets.model_selection._search import report_shared_fit_times
 
 _NO_STACKS = {"members": 0, "stacks": [], "member_bytes": {}}
@@ -286,7 +291,12 @@ class _EpochHalvingMixin:
             ]
             more = {"iter": [itr] * n, "n_resources": [n_resources] * n}
             kwargs = {} if rung_ctx is None else {"callback_ctx": rung_ctx}
-            with registry.offered(trained) as offer:
+            n_splits = len(rungs.pretraining.splits)
+            ahead = sum(1 for i, _ in seconds if i in row_of)
+            with (
+                registry.offered(trained) as offer,
+                pickup_config(ahead == n * n_splits),
+            ):
                 results = evaluate_candidates(candidates, more_results=more, **kwargs)
             rungs.taken |= offer.taken
             scores = np.asarray(results["mean_test_score"])[rows : rows + n]

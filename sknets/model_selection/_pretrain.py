@@ -35,7 +35,7 @@ from functools import partial
 
 import numpy as np
 import torch
-from joblib import effective_n_jobs
+from joblib import effective_n_jobs, parallel_config
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.parallel import Parallel, delayed
@@ -417,6 +417,19 @@ def _switching(interval=1e-4):
     finally:
         if sys.getswitchinterval() == min(before, interval):
             sys.setswitchinterval(before)
+
+
+def pickup_config(complete):
+    """joblib's configuration for scikit-learn's ``fit`` to pick trained states up.
+
+    Picking a state up and scoring it is Python, a few milliseconds a fit
+    that holds the GIL: threads only contend for it (the 90 pick-ups of a
+    30-member grid take about 1.4x longer in 2 threads than in one), so with
+    every fit trained ahead (``complete``) they run one after another.
+    Otherwise threads of this process, where the states are, for the fits
+    left to train.
+    """
+    return parallel_config(backend="sequential" if complete else "threading")
 
 
 def _parallel(tasks, n_jobs, pre_dispatch, backend=None):

@@ -12,7 +12,6 @@ of it is copied here.
 """
 
 import numpy as np
-from joblib import parallel_config
 from sklearn import get_config
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
@@ -21,7 +20,12 @@ from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 
 from sknets import _registry as registry
 from sknets._compat import auto_propagated_callbacks
-from sknets.model_selection._pretrain import EPOCH_PARAM, find_net, pretrain
+from sknets.model_selection._pretrain import (
+    EPOCH_PARAM,
+    find_net,
+    pickup_config,
+    pretrain,
+)
 
 # --------------------------------------------------------------------------- searches
 
@@ -87,10 +91,10 @@ class _EpochSharingMixin:
             return super().fit(X, y, **params)
         trained, seconds, self.stacking_ = self._pretrain(X, y, params)
         # the states live in this process: candidates are fitted (picked up)
-        # and scored in threads here, whatever backend trained them
-        with registry.offered(trained) as offer:
-            with parallel_config(backend="threading"):
-                super().fit(X, y, **params)
+        # and scored here, whatever backend trained them
+        complete = self.stacking_.pop("complete", False)
+        with registry.offered(trained) as offer, pickup_config(complete):
+            super().fit(X, y, **params)
         report_shared_fit_times(self, seconds, offer.taken)
         return self
 
@@ -108,7 +112,7 @@ class _EpochSharingMixin:
             candidates = list(self._candidate_params())
         except Exception:  # scikit-learn's fit reports it
             return nothing
-        return pretrain(
+        trained, seconds, stats = pretrain(
             clone(self.estimator),
             candidates,
             X,
@@ -120,6 +124,9 @@ class _EpochSharingMixin:
             vectorize=self.vectorize,
             share_all=self.vectorize,
         )
+        every = {(i, s) for i in range(len(candidates)) for s in range(len(splits))}
+        stats = {**stats, "complete": every <= set(seconds)}
+        return trained, seconds, stats
 
 
 def report_shared_fit_times(search, seconds, taken):

@@ -1,14 +1,13 @@
 """``cross_validate`` that trains the folds of one network as one."""
 
 import numpy as np
-from joblib import parallel_config
 from sklearn import get_config
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import check_cv
 from sklearn.model_selection import cross_validate as sklearn_cross_validate
 
 from sknets import _registry as registry
-from sknets.model_selection._pretrain import find_net, pretrain
+from sknets.model_selection._pretrain import find_net, pickup_config, pretrain
 
 
 def cross_validate(
@@ -137,8 +136,9 @@ def cross_validate(
     )
     if not trained:
         return sklearn_cross_validate(estimator, X, y, **kwargs)
-    # the states live in this process: the folds are fitted (adopted) in threads
-    with registry.offered(trained) as offer, parallel_config(backend="threading"):
+    # the states live in this process: the folds are fitted (adopted) here
+    complete = splits is not None and all((0, s) in seconds for s in range(len(splits)))
+    with registry.offered(trained) as offer, pickup_config(complete):
         result = sklearn_cross_validate(estimator, X, y, **kwargs)
     for s in range(len(splits)):
         key, t = seconds.get((0, s), (None, None))
