@@ -17,7 +17,6 @@ import numbers
 from math import ceil, floor, log
 
 import numpy as np
-from joblib import parallel_config
 from sklearn import get_config
 from sklearn.base import clone, is_classifier
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
@@ -209,10 +208,12 @@ class _EpochHalvingMixin:
         self.__dict__["_rungs"] = rungs
         try:
             # the states live in this process: candidates are fitted (picked
-            # up) and scored in threads here; the refit picks up its state too
+            # up) and scored here; the refit picks up its state too. (joblib's
+            # backend is fixed for the whole search when scikit-learn's fit
+            # starts; the rungs train in threads of their own.)
             with (
                 registry.offered({}) as rungs.refit_offer,
-                parallel_config(backend="threading"),
+                pickup_config(not rungs.pretraining.solo),
             ):
                 super().fit(X, y, **params)
         finally:
@@ -291,12 +292,7 @@ class _EpochHalvingMixin:
             ]
             more = {"iter": [itr] * n, "n_resources": [n_resources] * n}
             kwargs = {} if rung_ctx is None else {"callback_ctx": rung_ctx}
-            n_splits = len(rungs.pretraining.splits)
-            ahead = sum(1 for i, _ in seconds if i in row_of)
-            with (
-                registry.offered(trained) as offer,
-                pickup_config(ahead == n * n_splits),
-            ):
+            with registry.offered(trained) as offer:
                 results = evaluate_candidates(candidates, more_results=more, **kwargs)
             rungs.taken |= offer.taken
             scores = np.asarray(results["mean_test_score"])[rows : rows + n]
