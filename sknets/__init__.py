@@ -5,12 +5,12 @@ estimator contract: they work in ``Pipeline``, ``GridSearchCV``,
 ``cross_val_score`` and ``joblib``, and pass scikit-learn's estimator checks.
 """
 
+from sknets import model_selection  # noqa: F401  (registers the searches)
 from sknets._convnet import ConvNetClassifier
 from sknets._mlp import MLPClassifier, MLPRegressor
 from sknets._persistence import load, save
 from sknets._pretrained import FineTunedClassifier, PretrainedFeatureExtractor
-
-__version__ = "0.1.0"
+from sknets._version import __version__
 
 __all__ = [
     "ConvNetClassifier",

@@ -58,6 +58,7 @@ from sknets._engine import (
 from sknets._optim import SGD, Adam
 from sknets._pickling import _PortableStateMixin
 from sknets._plan import Phase, PreparedFit, StoppingRules, TrainingPlan
+from sknets._restore import restore_module
 from sknets._summary import layer_summary
 from sknets._validation import assert_finite, check_representable
 
@@ -928,8 +929,6 @@ class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
         the module is built on the ``meta`` device and compared with
         ``module_state`` before it takes any memory.
         """
-        from sknets._persistence import restore_module
-
         fitted = dict(fitted)
         private = fitted.pop("_private")
         for name, value in fitted.items():

@@ -5,7 +5,7 @@ from numbers import Integral
 
 from sklearn.base import ClassifierMixin
 
-from sknets import _docs
+from sknets import _catalog, _docs
 from sknets._base import CLASS_WEIGHT_CONSTRAINT, _BaseNet, _ClassifierNet
 from sknets._compat import Interval, StrOptions
 from sknets._images import _flatten_images
@@ -41,6 +41,7 @@ def _as_ints(value, name, allow_empty=False):
     return [int(v) for v in values]
 
 
+@_catalog.register("estimator")
 class ConvNetClassifier(ClassifierMixin, _ClassifierNet):
     __doc__ = _docs.fill(
         """Convolutional neural network classifier trained with PyTorch.

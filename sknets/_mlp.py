@@ -5,7 +5,7 @@ import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from torch import nn
 
-from sknets import _docs
+from sknets import _catalog, _docs
 from sknets._base import _BaseNet, _ClassifierNet, _RegressorNet
 from sknets._compat import StrOptions
 from sknets._engine import seeded
@@ -81,6 +81,7 @@ def _init_params(self, **params):
         setattr(self, name, value)
 
 
+@_catalog.register("estimator")
 class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
     __doc__ = _docs.fill(
         """Multi-layer perceptron classifier trained with PyTorch.
@@ -187,6 +188,7 @@ class MLPClassifier(ClassifierMixin, _MLPMixin, _ClassifierNet):
         return self._multilabel_tags(super().__sklearn_tags__())
 
 
+@_catalog.register("estimator")
 class MLPRegressor(RegressorMixin, _MLPMixin, _RegressorNet):
     __doc__ = _docs.fill(
         """Multi-layer perceptron regressor trained with PyTorch.

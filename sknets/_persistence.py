@@ -39,7 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sknets._pickling import _PORTABLE
+from sknets import _catalog
+from sknets._pickling import _PORTABLE, register_portable
+from sknets._restore import Refused as _Refused
+from sknets._version import __version__
 
 FORMAT = 2  # bump when the layout changes; load() reads every format in _READABLE
 _READABLE = (1, 2)
@@ -83,24 +86,7 @@ _ARRAY_DTYPES = {
 
 def _classes():
     """The sknets estimator classes a file may name, by name."""
-    from sknets import (
-        ConvNetClassifier,
-        FineTunedClassifier,
-        MLPClassifier,
-        MLPRegressor,
-        PretrainedFeatureExtractor,
-    )
-
-    return {
-        cls.__name__: cls
-        for cls in (
-            ConvNetClassifier,
-            FineTunedClassifier,
-            MLPClassifier,
-            MLPRegressor,
-            PretrainedFeatureExtractor,
-        )
-    }
+    return _catalog.classes("estimator")
 
 
 def _public_class(cls):
@@ -172,8 +158,6 @@ def save(estimator, path):
     True
 
     """
-    from sknets import __version__
-
     if _public_class(type(estimator)) is type(estimator):
         _require_fitted(estimator)
         meta, arrays = _encode_estimator(estimator, fitted=True)
@@ -304,8 +288,6 @@ def _encode_estimator(estimator, fitted):
     states of estimators inside a search, e.g.). Fitted attributes that the
     module determines (``coefs_``, ...) are not stored: load rebuilds them.
     """
-    from sknets import __version__
-
     cls = _public_class(type(estimator))
     arrays = {}
     params = {
@@ -414,10 +396,6 @@ def _digest(text, tensors):
 # ======================================================================= load
 
 
-class _Refused(ValueError):
-    """A file (or skops state) that load does not accept."""
-
-
 def load(path, *, device=None, trusted=None):
     """Load what :func:`save` wrote, running no code from the file.
 
@@ -474,8 +452,6 @@ def load(path, *, device=None, trusted=None):
     >>> bool((again.predict(X) == reg.predict(X)).all())
     True
     """
-    import sknets
-
     try:
         path = Path(os.fspath(path))
     except TypeError as exc:
@@ -491,7 +467,7 @@ def load(path, *, device=None, trusted=None):
     if type(fmt) is int and fmt > FORMAT:
         raise ValueError(
             f"{path} was written in sknets file format {fmt}, newer than this "
-            f"sknets {sknets.__version__} reads (format <= {FORMAT}). Upgrade sknets."
+            f"sknets {__version__} reads (format <= {FORMAT}). Upgrade sknets."
         )
     try:
         return _load_payload(payload, device, trusted)
@@ -1030,50 +1006,6 @@ def _rebuild(cls, meta, tensors, device, fmt, require_fitted):
     return estimator
 
 
-def restore_module(build, state):
-    """The module ``build()`` returns, holding the weights ``state``.
-
-    ``build()`` runs first on the ``meta`` device, where modules have shapes
-    but no memory, and its state dict must have exactly the names, shapes and
-    dtypes of ``state``; only then is the module materialized on the CPU and
-    filled. A network that its (checked) parameters describe as far larger
-    than its weights is thus refused before anything is allocated.
-    """
-    try:
-        with torch.device("meta"):
-            skeleton = build()
-    except Exception as exc:
-        raise _Refused(
-            f"the parameters do not build a network ({type(exc).__name__}: {exc})."
-        ) from None
-    expected = skeleton.state_dict()
-    if set(expected) != set(state):
-        missing, extra = (
-            sorted(set(expected) - set(state)),
-            sorted(set(state) - set(expected)),
-        )
-        raise _Refused(
-            f"the weights do not match the network its parameters build: missing "
-            f"{missing[:5]}, unexpected {extra[:5]}."
-        )
-    for name, t in expected.items():
-        if tuple(t.shape) != tuple(state[name].shape) or t.dtype != state[name].dtype:
-            raise _Refused(
-                f"weight {name!r} is {state[name].dtype} {tuple(state[name].shape)}; "
-                f"the network its parameters build has {t.dtype} {tuple(t.shape)}."
-            )
-    persistent = {name for name, _ in skeleton.named_buffers()} <= set(state)
-    if not persistent:  # buffers the state dict does not hold: build for real
-        from sknets._engine import seeded
-
-        with seeded():
-            module = build()
-    else:
-        module = skeleton.to_empty(device="cpu")
-    module.load_state_dict(state)
-    return module
-
-
 # ---------------------------------------------------------- trees (skops)
 
 
@@ -1096,9 +1028,7 @@ def _skops_version():
 
 def _trusted_sknets_types():
     """sknets' estimators (their state is checked) and searches (scikit-learn's)."""
-    from sknets.model_selection import GridSearchCV, RandomizedSearchCV
-
-    return [*_classes().values(), GridSearchCV, RandomizedSearchCV]
+    return [*_classes().values(), *_catalog.classes("search").values()]
 
 
 def _load_tree(meta, tensors, trusted):
@@ -1192,3 +1122,8 @@ def restore_portable(estimator, state):
             f"{type(exc).__name__}: {exc}"
         ) from exc
     estimator.__dict__.update(rebuilt.__dict__)
+
+
+# the estimators' pickling (sknets._pickling, a lower layer) stores and reads
+# skops states through these
+register_portable(portable_state, restore_portable)

@@ -23,6 +23,24 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 _PORTABLE = "__sknets_portable__"  # the key that marks a portable state
+_CODEC = {}  # "state" and "restore": sknets._persistence registers them
+
+
+def register_portable(state, restore):
+    """Set the portable state's writer and reader (:mod:`sknets._persistence`).
+
+    ``state(estimator)`` returns the portable state; ``restore(estimator,
+    state)`` makes the estimator the one it describes. Registered when
+    persistence is imported (``import sknets`` does), so that pickling here
+    does not import the layer above.
+    """
+    _CODEC["state"], _CODEC["restore"] = state, restore
+
+
+def _codec(name):
+    if name not in _CODEC:  # only without sknets/__init__ (never in practice)
+        raise RuntimeError("import sknets first: its persistence is not loaded.")
+    return _CODEC[name]
 
 
 def _rebuild_tensor(array, dtype, requires_grad, parameter):
@@ -81,15 +99,11 @@ class _PortableStateMixin:
         return BaseEstimator.__getstate__(self)
 
     def __getstate__(self):
-        from sknets._persistence import portable_state
-
-        return portable_state(self)
+        return _codec("state")(self)
 
     def __setstate__(self, state):
         if isinstance(state, dict) and _PORTABLE in state:
-            from sknets._persistence import restore_portable
-
-            restore_portable(self, state)
+            _codec("restore")(self, state)
         else:
             BaseEstimator.__setstate__(self, state)
 

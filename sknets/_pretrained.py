@@ -24,13 +24,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from sknets import _docs
+from sknets import _catalog, _docs
 from sknets._base import CLASS_WEIGHT_CONSTRAINT, _BaseNet, _ClassifierNet
 from sknets._compat import Interval, StrOptions, fit_context
 from sknets._device import resolve_device
 from sknets._images import _check_image_rows, _fold_uint8, _image_input, _target_size
 from sknets._pickling import _BackbonePickleMixin
 from sknets._plan import Phase
+from sknets._restore import restore_module
 from sknets._validation import check_representable
 from sknets._weights import make_backbone
 from sknets.modules._images import FineTuneModule, ImageFeatures
@@ -109,6 +110,7 @@ _IMAGE_PARAMS_DOC = """\
 # --------------------------------------------------------------------------- extractor
 
 
+@_catalog.register("estimator")
 class PretrainedFeatureExtractor(
     _BackbonePickleMixin,
     ClassNamePrefixFeaturesOutMixin,
@@ -283,8 +285,6 @@ class PretrainedFeatureExtractor(
         The backbone is built by name without its pretrained weights (the
         saved state holds them): no weights file is read.
         """
-        from sknets._persistence import restore_module
-
         for name, value in fitted.items():
             setattr(self, name, value)
         self._n_features_out = self.n_features_out_
@@ -355,6 +355,7 @@ class PretrainedFeatureExtractor(
 # --------------------------------------------------------------------------- classifier
 
 
+@_catalog.register("estimator")
 class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet):
     __doc__ = _docs.fill(
         """A pretrained backbone with a new classification head, fine-tuned.

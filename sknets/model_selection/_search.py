@@ -18,6 +18,7 @@ from sklearn.model_selection import GridSearchCV as _SkGridSearchCV
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 
+from sknets import _catalog
 from sknets import _registry as registry
 from sknets._compat import auto_propagated_callbacks
 from sknets.model_selection._pretrain import (
@@ -155,6 +156,7 @@ def _keys(grid):
     return {key for g in grids for key in g.keys()}
 
 
+@_catalog.register("search")
 class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
     """Exhaustive search that trains many networks as one.
 
@@ -396,6 +398,7 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
         return _keys(self.param_grid)
 
 
+@_catalog.register("search")
 class RandomizedSearchCV(_EpochSharingMixin, _SkRandomizedSearchCV):
     """Randomized search that trains many networks as one.
 
