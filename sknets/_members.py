@@ -270,17 +270,12 @@ class MembersNet(SkorchNet):
         """The sum of the members' losses (each with its penalty when training)."""
         per_member = self.criterion_(y_pred, y_true)
         if training:
-            # the penalty's value only: its gradient is added by hand after
-            # the backward pass (_penalty_grads), not through ~20 graph nodes
-            n = y_true[1].sum(1)
-            with torch.no_grad():
-                penalty = self.member_penalty(n)
-            per_member = per_member + penalty
-            self.__dict__["_penalty_rows"] = n
+            per_member = per_member + self.member_penalty(y_true[1].sum(1))
         self.__dict__["_member_losses"] = per_member.detach()
         return per_member.sum()
 
-    def _coefficients(self):
+    def member_penalty(self, n):
+        """Each member's penalty for a batch of total weight ``n`` (0 if empty)."""
         coefs = self.__dict__.get("_coefs")
         like = self.module_.weights[0]
         if coefs is None or coefs[0].device != like.device:
@@ -295,11 +290,7 @@ class MembersNet(SkorchNet):
                 bool(((l1 > 0) & (alpha > 0)).any()),
             )
             self.__dict__["_coefs"] = coefs
-        return coefs
-
-    def member_penalty(self, n):
-        """Each member's penalty for a batch of total weight ``n`` (0 if empty)."""
-        l2, l1, any_penalty, any_l2, any_l1 = self._coefficients()
+        l2, l1, any_penalty, any_l2, any_l1 = coefs
         if not any_penalty:
             return torch.zeros_like(n)
         weights = self.module_.penalized()
@@ -310,34 +301,11 @@ class MembersNet(SkorchNet):
             value = value + l1 * sum(W.abs().sum((1, 2)) for W in weights)
         return torch.where(n > 0, value / n.clamp_min(torch.finfo(n.dtype).tiny), 0.0)
 
-    def _penalty_grads(self, n):
-        """Add :meth:`member_penalty`'s gradient to the weights' (after backward).
-
-        ``l2 * ||W||^2 / n`` gives ``2 * l2 * W / n``, ``l1 * |W|_1 / n`` gives
-        ``l1 * sign(W) / n`` (autograd's), member by member; none for a
-        member without rows.
-        """
-        l2, l1, any_penalty, any_l2, any_l1 = self._coefficients()
-        if not any_penalty:
-            return
-        scale = torch.where(n > 0, 1.0 / n.clamp_min(torch.finfo(n.dtype).tiny), 0.0)
-        c2 = (2.0 * l2 * scale).view(-1, 1, 1)
-        c1 = (l1 * scale).view(-1, 1, 1)
-        for W in self.module_.penalized():
-            if W.grad is None:
-                W.grad = torch.zeros_like(W)
-            if any_l2:
-                W.grad.addcmul_(W.detach(), c2)
-            if any_l1:
-                W.grad.addcmul_(W.detach().sign(), c1)
-
     def train_step_single(self, batch, **fit_params):
         """skorch's step; members without rows in this batch do not step."""
         self.optimizer_.active = batch[1][2] > 0
         self.module_.row_counts = batch[1][2]  # dropout masks over real rows
         step = super().train_step_single(batch, **fit_params)
-        with torch.no_grad():
-            self._penalty_grads(self.__dict__.pop("_penalty_rows"))
         step["member_losses"] = self.__dict__.pop("_member_losses")
         return step
 
@@ -360,7 +328,6 @@ class MembersNet(SkorchNet):
         state = super().__getstate__()
         state.pop("_member_losses", None)
         state.pop("_coefs", None)
-        state.pop("_penalty_rows", None)
         return state
 
 
