@@ -28,6 +28,16 @@ largest difference between the ``mean_test_score`` of ``sknets`` and of
 ``sklearn+sknets`` (0 up to float rounding: the same fits). Run
 ``python benchmarks/bench_search.py --help`` for options; ``--json`` writes
 everything.
+
+``--versus-sklearn`` is the measurement a user makes: ``--runs`` times (3 by
+default), a fresh Python process imports numpy, torch, scikit-learn and
+sknets, scales the digits ``X / 16`` and times scikit-learn's
+``GridSearchCV(MLPClassifier(random_state=0), grid, cv=StratifiedKFold(5,
+shuffle=True, random_state=0), n_jobs=2)`` first, then sknets' search over
+``sknets.MLPClassifier(random_state=0)`` (``--dtype float32``: with
+``dtype="float32"``) in the same process, torch's threads as they come.
+Printed: each run, the medians of both times and of the per-run ratios, and
+the largest difference of the best scores.
 """
 
 import argparse
@@ -79,6 +89,87 @@ def _data(grid):
     )
 
 
+VERSUS_GRID = {
+    "hidden_layer_sizes": [(32,), (64,), (128,)],
+    "alpha": [1e-4, 1e-2],
+    "max_iter": [20, 50, 100],
+}
+
+
+def versus_one(dtype):
+    """scikit-learn's search, then sknets', in this (fresh) process: a dict."""
+    warnings.simplefilter("ignore")
+    import numpy as np  # noqa: F401
+    import torch  # noqa: F401
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import GridSearchCV as SkGridSearchCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
+    import sknets
+    from sknets.model_selection import GridSearchCV
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    start = time.perf_counter()
+    sk = SkGridSearchCV(SkMLPClassifier(random_state=0), VERSUS_GRID, cv=cv, n_jobs=2)
+    sk.fit(X, y)
+    sk_seconds = time.perf_counter() - start
+    kw = {} if dtype == "float64" else {"dtype": dtype}
+    start = time.perf_counter()
+    ours = GridSearchCV(
+        sknets.MLPClassifier(random_state=0, **kw), VERSUS_GRID, cv=cv, n_jobs=2
+    ).fit(X, y)
+    seconds = time.perf_counter() - start
+    return {
+        "sklearn_seconds": sk_seconds,
+        "sknets_seconds": seconds,
+        "ratio": seconds / sk_seconds,
+        "sklearn_best_score": float(sk.best_score_),
+        "sknets_best_score": float(ours.best_score_),
+        "sknets_refit_seconds": ours.refit_time_,
+    }
+
+
+def versus(args):
+    import statistics
+
+    runs = []
+    for i in range(args.runs):
+        cmd = [sys.executable, __file__, "--versus-one", "--dtype", args.dtype]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        runs.append(r)
+        print(
+            f"run {i + 1}: sklearn {r['sklearn_seconds']:.2f} s, sknets "
+            f"{r['sknets_seconds']:.2f} s (refit {r['sknets_refit_seconds']:.2f}), "
+            f"ratio {r['ratio']:.3f}; best {r['sklearn_best_score']:.4f} vs "
+            f"{r['sknets_best_score']:.4f}",
+            flush=True,
+        )
+    summary = {
+        "dtype": args.dtype,
+        "runs": runs,
+        "median_sklearn_seconds": statistics.median(r["sklearn_seconds"] for r in runs),
+        "median_sknets_seconds": statistics.median(r["sknets_seconds"] for r in runs),
+        "median_ratio": statistics.median(r["ratio"] for r in runs),
+        "max_best_score_diff": max(
+            abs(r["sklearn_best_score"] - r["sknets_best_score"]) for r in runs
+        ),
+    }
+    print(
+        f"digits X/16, {VERSUS_GRID}, StratifiedKFold(5), n_jobs=2, sknets "
+        f"{args.dtype}: median sklearn {summary['median_sklearn_seconds']:.2f} s, "
+        f"median sknets {summary['median_sknets_seconds']:.2f} s, median ratio "
+        f"{summary['median_ratio']:.3f}, max |best score diff| "
+        f"{summary['max_best_score_diff']:.4f}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def run_one(name, grid, n_jobs, threads, device):
     """One search in this process; its results as a dict."""
     import torch
@@ -124,11 +215,12 @@ def run_one(name, grid, n_jobs, threads, device):
 def profile_one(grid, n_jobs, threads, device):
     """Where the stacked search's seconds go, in this process (instrumented).
 
-    Wraps the search's phases with timers (no copy of their code): torch's
-    first optimizer (it imports ``torch._dynamo``, paid once per process),
-    preparing the members, building and training each stack (per thread),
-    scikit-learn's own ``fit`` (pick-up of the trained states and scoring of
-    every (candidate, fold)), the refit, and the rest.
+    Wraps the search's phases with timers (no copy of their code): whether
+    the search imports ``torch._dynamo`` (torch's own optimizers do on first
+    use, 1-3.5 s; sknets' do not), preparing the members, building and
+    training each stack (per thread), scikit-learn's own ``fit`` (pick-up of
+    the trained states and scoring of every (candidate, fold)), the refit,
+    and the rest.
     """
     import threading
 
@@ -169,10 +261,7 @@ def profile_one(grid, n_jobs, threads, device):
         (BaseSearchCV, "fit", timed(BaseSearchCV, "fit", "sklearn_fit")),
     ]
     X, y, source, cv, param_grid = _data(grid)
-    start = time.perf_counter()
-    p = torch.zeros(1, requires_grad=True)
-    torch.optim.Adam([p])
-    first_optimizer = time.perf_counter() - start
+    dynamo_before = "torch._dynamo" in sys.modules
     search = GridSearchCV(
         MLPClassifier(random_state=0, device=device), param_grid, cv=cv, n_jobs=n_jobs
     )
@@ -198,8 +287,9 @@ def profile_one(grid, n_jobs, threads, device):
 
     rows = [
         (
-            "torch's first optimizer (imports torch._dynamo), before the timer",
-            first_optimizer,
+            "torch._dynamo imported by the search (1 = yes, 0 = no)"
+            + (" [already imported before]" if dynamo_before else ""),
+            float("torch._dynamo" in sys.modules and not dynamo_before),
         ),
         ("preparing members (fit up to the network, plans)", seconds("prepare")),
         ("building stacks (modules, optimizers), thread-seconds", seconds("build")),
@@ -263,8 +353,23 @@ def main(argv=None):
         help="break one stacked digits search down by phase (fresh process), "
         "with bench_stack_floor.py's bare-torch floor in the same run",
     )
+    parser.add_argument(
+        "--versus-sklearn",
+        action="store_true",
+        help="scikit-learn's search first, then sknets', in fresh processes "
+        "(--runs, --dtype): the medians",
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--versus-one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.versus_one:
+        result = versus_one(args.dtype)
+        print(json.dumps(result))
+        return result
+    if args.versus_sklearn:
+        return versus(args)
     if args.profile and args.one:
         result = profile_one(args.grid, args.n_jobs, args.threads, args.device)
         print(json.dumps(result))
