@@ -1,30 +1,20 @@
-"""Shared estimator logic: validation, device, seeding, the skorch net, fitted state."""
+"""The base of every network estimator: validation, ``fit`` and prediction.
 
-import copy
-import warnings
+How parameters become a plan is in :mod:`sknets._planning`, the fitted
+attributes and their stored form in :mod:`sknets._fitted`, classification
+and regression in :mod:`sknets._heads`.
+"""
+
 from contextlib import ExitStack
-from dataclasses import asdict, replace
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import check_scoring
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state
-from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import (
-    check_classification_targets,
-    type_of_target,
-    unique_labels,
-)
 from sklearn.utils.validation import (
     check_is_fitted,
-    column_or_1d,
     validate_data,
 )
 from skorch.callbacks import Callback
@@ -36,7 +26,6 @@ from sknets._compat import (
     Options,
     StrOptions,
     callback_fit_state,
-    check_partial_fit_first_call,
     check_sample_weight,
     fit_context,
     with_callbacks,
@@ -51,24 +40,17 @@ from sknets._engine import (
     draws_random,
     output_activation,
     predict_raw,
+    prediction_rows,
     seeded,
     train,
     widest_activation,
 )
-from sknets._optim import SGD, Adam
+from sknets._fitted import _FittedMixin
 from sknets._pickling import _PortableStateMixin
-from sknets._plan import Phase, PreparedFit, StoppingRules, TrainingPlan
-from sknets._restore import restore_module
+from sknets._plan import PreparedFit
+from sknets._planning import _STOCHASTIC_SOLVERS, _PlanMixin
 from sknets._summary import layer_summary
 from sknets._validation import assert_finite, check_representable
-
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
-_HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_score", "dur")
-
-
-def _rows_for(width):
-    """Rows per prediction batch for activations ``width`` values wide."""
-    return int(np.clip(2**22 // max(width, 1), 64, 8192))
 
 
 def _check_solver(est):
@@ -143,7 +125,9 @@ def _with_epoch_tasks(epoch_callback, tasks):
     return on_epoch
 
 
-class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
+class _BaseNet(
+    *CALLBACK_BASES, _PlanMixin, _FittedMixin, _PortableStateMixin, BaseEstimator
+):
     """Base class of every sknets network estimator.
 
     Subclasses store their parameters in ``__init__`` and implement
@@ -254,18 +238,6 @@ class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
         if any(s <= 0 for s in sizes):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
         return sizes
-
-    def _check_params(self):
-        """Checks that ``_parameter_constraints`` cannot express."""
-        self._hidden_sizes()
-        dropout = np.ravel(np.asarray(self.dropout, dtype=float))
-        if np.any(dropout < 0) or np.any(dropout >= 1):
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
-
-    def _compute_dtype(self, X):
-        if self.dtype is not None:
-            return getattr(torch, self.dtype)
-        return torch.float32 if X.dtype == np.float32 else torch.float64
 
     # ------------------------------------------------------------------ fit
 
@@ -423,31 +395,6 @@ class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
     def _labels(self, target):
         """The targets a scorer compares predictions with (``target`` decoded)."""
         return target.ravel() if target.ndim == 2 and target.shape[1] == 1 else target
-
-    def _epoch_scorer(self, valid, plan, n_outputs):
-        """``scoring`` on the validation set, for the network being trained.
-
-        Each epoch the scorer sees a shallow copy of this estimator holding
-        the net as it is (predictions in eval mode; training resumes after).
-        """
-        scorer = check_scoring(self, scoring=self.scoring)
-        X_val, target_val, sw_val = valid
-        labels = self._labels(target_val)
-        kwargs = {} if sw_val is None else {"sample_weight": sw_val}
-
-        def score(net):
-            view = copy.copy(self)
-            view.__dict__.update(
-                net_=net,
-                _dtype=plan.dtype,
-                _device=plan.device,
-                out_activation_=plan.out_activation,
-                n_outputs_=n_outputs,
-            )
-            view.__dict__.pop("_widest", None)
-            return scorer(view, X_val, labels, **kwargs)
-
-        return score
 
     def _sample_weight(self, X, y, sample_weight, incremental):
         """The checked ``sample_weight`` (None: all ones) of a fit's rows."""
@@ -630,217 +577,8 @@ class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- plan
 
-    def _phases(self, first_pass, incremental):
-        """Learning rate (and frozen part) epoch by epoch: one phase here."""
-        lr = 1.0 if self.solver == "lbfgs" else self.learning_rate_init
-        return (Phase(epochs=None, lr=lr),)
-
-    def _optimizer(self, device):
-        """The optimizer class and its keyword arguments (the lr excepted)."""
-        # torch's fused kernels update all parameters in one pass: 3-4x faster
-        # optimizer steps on CPU than the default per-tensor loop (same math).
-        fused = device.type in ("cpu", "cuda")
-        if self.solver == "adam":
-            return Adam, {
-                "betas": (self.beta_1, self.beta_2),
-                "eps": self.epsilon,
-                "fused": fused,
-            }
-        if self.solver == "sgd":
-            return SGD, {
-                "momentum": self.momentum,
-                "nesterov": bool(self.nesterovs_momentum and self.momentum > 0),
-                "fused": fused,
-            }
-        return torch.optim.LBFGS, {
-            "max_iter": self.max_iter,
-            "max_eval": self.max_fun,
-            "tolerance_grad": self.tol,
-            "tolerance_change": 1e-9,
-            "history_size": 10,
-            "line_search_fn": "strong_wolfe",
-        }
-
-    def _make_plan(
-        self,
-        n_samples,
-        *,
-        incremental,
-        first_pass,
-        x_dtype,
-        stratify=None,
-        n_epochs_before=0,
-        split=True,
-    ):
-        """Resolve the parameters, once, into the plan of this call.
-
-        The seeds: an integer ``random_state`` gives the same initialization,
-        row orders and dropout masks on every run; a continuing call
-        (``partial_fit``, ``warm_start``) draws new row orders and masks per
-        call (still reproducible), and keeps the first call's validation
-        split, as scikit-learn's MLP does.
-        """
-        device = resolve_device(self.device)
-        if first_pass:
-            dtype = (
-                getattr(torch, self.dtype)
-                if self.dtype is not None
-                else (torch.float32 if x_dtype == np.float32 else torch.float64)
-            )
-        else:
-            dtype = self._dtype
-        rng = check_random_state(self.random_state)
-        split_rng = rng
-        if not first_pass and isinstance(self.random_state, Integral):
-            # continuing: fresh batches and dropout masks for each call, still
-            # reproducible for the same calls (scikit-learn's MLP reseeds
-            # identically, repeating one order); the same validation split
-            split_rng = check_random_state(self.random_state)
-            split_rng.randint(np.iinfo(np.int32).max, size=2)
-            rng = np.random.RandomState([self.random_state, n_epochs_before])
-        torch_seed, shuffle_seed = (
-            int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2)
-        )
-        train_rows = valid_rows = None
-        if self.early_stopping and split:
-            train_rows, valid_rows = train_test_split(
-                np.arange(n_samples),
-                random_state=split_rng,
-                test_size=self.validation_fraction,
-                stratify=stratify,
-            )
-            if len(valid_rows) < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' "
-                    "or the size of your dataset."
-                )
-        n_train = n_samples if train_rows is None else len(train_rows)
-        if self.solver == "lbfgs":
-            batch_size = n_train
-        elif self.batch_size == "auto":
-            batch_size = min(200, n_train)
-        else:
-            if self.batch_size > n_train:
-                warnings.warn(
-                    "Got `batch_size` less than 1 or larger than "
-                    "sample size. It is going to be clipped"
-                )
-            batch_size = int(np.clip(self.batch_size, 1, n_train))
-        optimizer, optimizer_kwargs = self._optimizer(device)
-        stochastic = self.solver in _STOCHASTIC_SOLVERS
-        return TrainingPlan(
-            first_pass=first_pass,
-            incremental=incremental,
-            epochs=1 if (incremental or not stochastic) else self.max_iter,
-            max_iter=self.max_iter,
-            batch_size=batch_size,
-            shuffle=bool(self.shuffle),
-            optimizer=optimizer,
-            optimizer_kwargs=optimizer_kwargs,
-            phases=self._phases(first_pass, incremental),
-            stopping=StoppingRules(
-                tol=self.tol,
-                n_iter_no_change=self.n_iter_no_change,
-                early_stopping=bool(self.early_stopping),
-                score="accuracy" if self._is_classifier() else "r2",
-                lr_schedule=self.learning_rate if self.solver == "sgd" else None,
-                power_t=self.power_t,
-                stochastic=stochastic,
-            ),
-            alpha=float(self.alpha),
-            l1_ratio=float(self.l1_ratio),
-            out_activation=self._output_activation(),
-            torch_seed=torch_seed,
-            shuffle_seed=shuffle_seed,
-            dtype=dtype,
-            device=device,
-            train_rows=train_rows,
-            valid_rows=valid_rows,
-            forward_compile=self._forward_compile(),
-            autocast=bool(self.autocast),
-            verbose=int(self.verbose),
-            callbacks=self._user_callbacks(),
-        )
-
-    def _user_callbacks(self):
-        """Copies of ``callbacks`` for this fit (the parameter is never changed)."""
-        callbacks = getattr(self, "callbacks", None) or ()
-        for cb in callbacks:
-            item = cb[1] if isinstance(cb, tuple) and len(cb) == 2 else cb
-            if not isinstance(item, Callback):
-                raise TypeError(
-                    "callbacks takes skorch callbacks (instances of "
-                    f"skorch.callbacks.Callback, or (name, callback) pairs); got "
-                    f"{cb!r}."
-                )
-            if isinstance(cb, tuple) and cb[0] in ("phases", "monitor"):
-                raise ValueError(f"the callback name {cb[0]!r} is sknets' own.")
-        return tuple(copy.deepcopy(list(callbacks)))
-
-    def _forward_compile(self):
-        if self.compile is False:
-            return None
-        return {} if self.compile is True else dict(self.compile)
-
     def _is_classifier(self):
         return False
-
-    def _set_fit_attributes(self, net, monitor, plan, interrupted):
-        rows = [{k: row[k] for k in _HISTORY_KEYS if k in row} for row in net.history]
-        self.history_ = rows
-        state = monitor.state
-        self.t_ = int(state.t)
-        self.loss_ = float(rows[-1]["train_loss"]) if rows else np.nan
-        if plan.stopping.stochastic:
-            self.n_iter_ = monitor.epochs_run
-            self.loss_curve_ = [float(r["train_loss"]) for r in rows]
-            if plan.stopping.early_stopping:
-                self.validation_scores_ = [float(r["valid_score"]) for r in rows]
-                self.validation_loss_curve_ = [float(r["valid_loss"]) for r in rows]
-                self.best_validation_score_ = float(state.best_score)
-                self.best_loss_ = None
-                self.best_epoch_ = state.best_epoch
-            else:  # a given validation set is scored without early stopping
-                scored = bool(rows) and "valid_score" in rows[0]
-                self.validation_scores_ = (
-                    [float(r["valid_score"]) for r in rows] if scored else None
-                )
-                self.validation_loss_curve_ = (
-                    [float(r["valid_loss"]) for r in rows] if scored else None
-                )
-                self.best_validation_score_ = None
-                self.best_loss_ = float(state.best_loss)
-            if (
-                not plan.incremental
-                and not interrupted
-                and monitor.stop_reason is None
-                and self.n_iter_ == plan.max_iter
-            ):
-                warnings.warn(
-                    f"Stochastic Optimizer: Maximum iterations ({plan.max_iter}) "
-                    "reached and the optimization hasn't converged yet.",
-                    ConvergenceWarning,
-                )
-        else:
-            opt_state = net.optimizer_.state[next(iter(net.module_.parameters()))]
-            self.n_iter_ = int(opt_state.get("n_iter", 0))
-            if self.n_iter_ >= plan.max_iter:
-                warnings.warn(
-                    f"lbfgs failed to converge after {self.n_iter_} iteration(s): "
-                    "the maximum number of iterations was reached. Increase max_iter "
-                    "or scale the data.",
-                    ConvergenceWarning,
-                )
-            elif int(opt_state.get("func_evals", 0)) >= plan.optimizer_kwargs.get(
-                "max_eval", np.inf
-            ):
-                warnings.warn(
-                    f"lbfgs failed to converge after {self.n_iter_} iteration(s): "
-                    "the maximum number of loss evaluations (max_fun="
-                    f"{plan.optimizer_kwargs['max_eval']}) was reached. Increase "
-                    "max_fun or scale the data.",
-                    ConvergenceWarning,
-                )
 
     @property
     def module_(self):
@@ -877,99 +615,7 @@ class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
                 )
         return self
 
-    def _pickle_state(self):
-        state = dict(super()._pickle_state())
-        for name in ("_rollback", "_widest"):  # caches, rebuilt when needed
-            state.pop(name, None)
-        return state
-
     # ---------------------------------------------------------- persistence
-
-    def _extra_state(self):
-        """Private fitted state a subclass needs to rebuild itself (JSON-able)."""
-        return {}
-
-    def _load_extra_state(self, extra):
-        """Inverse of :meth:`_extra_state`."""
-
-    def _fitted_state(self):
-        """Public fitted attributes plus what :meth:`_restore_fitted` needs."""
-        state = {
-            k: v
-            for k, v in self.__dict__.items()
-            if k.endswith("_") and not k.startswith("_") and k != "net_"
-        }
-        stopping = asdict(dict(self.net_.callbacks_)["monitor"].state)
-        stopping.pop("best_state")  # the best weights are the module's
-        state["_private"] = {
-            "dtype": str(self._dtype).replace("torch.", ""),
-            # the first layer's memory layout for sparse input (see SparseInputLinear)
-            "sparse_input": any(
-                name.endswith("weight_t") for name, _ in self.module_.named_parameters()
-            ),
-            "batch_size": int(self.net_.batch_size),
-            "monitor": stopping,
-            "extra": self._extra_state(),
-        }
-        return state
-
-    def _skeleton(self, n_features, n_outputs, sparse_input):
-        """The module that saved weights are loaded into (see ``sknets.load``).
-
-        Only its architecture matters: it is built on the ``meta`` device
-        first. Estimators with pretrained parts build them without their
-        pretrained weights here.
-        """
-        return self._build_module(n_features, n_outputs, sparse_input)
-
-    def _restore_fitted(self, fitted, module_state):
-        """Rebuild the fitted estimator from :meth:`_fitted_state` and weights.
-
-        ``fitted`` and ``module_state`` have passed ``sknets.load``'s checks;
-        the module is built on the ``meta`` device and compared with
-        ``module_state`` before it takes any memory.
-        """
-        fitted = dict(fitted)
-        private = fitted.pop("_private")
-        for name, value in fitted.items():
-            setattr(self, name, value)
-        self._load_extra_state(private["extra"])
-        self._dtype = getattr(torch, private["dtype"])
-        batch_size = private.get("batch_size", 200)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # batch_size clipping, said at fit
-            plan = self._make_plan(
-                batch_size,
-                incremental=False,
-                first_pass=False,
-                x_dtype=None,
-                split=False,
-            )
-        sparse_input = private.get("sparse_input", False)
-        module = restore_module(
-            lambda: self._skeleton(
-                self.n_features_in_, self.n_outputs_, sparse_input
-            ).to(dtype=plan.dtype),
-            module_state,
-        ).to(plan.device)
-        known = set(StoppingState.__dataclass_fields__)
-        saved = {k: v for k, v in private.get("monitor", {}).items() if k in known}
-        saved.setdefault("base_learning_rate", saved.get("learning_rate"))
-        net = build_net(
-            plan,
-            module.eval(),
-            state=StoppingState(**saved),
-            # no dry run here: predictions size their own batches
-            valid_batch_size=_rows_for(self.n_features_in_),
-            sparse_batches=self._sparse_batches,
-        )
-        for row in self.history_:
-            net.history.new_epoch()
-            for key, value in row.items():
-                net.history.record(key, value)
-        self.net_, self._device = net, plan.device
-        self._set_model_attributes()
-        return self
 
     # ----------------------------------------------------------- inspection
 
@@ -1001,10 +647,15 @@ class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
         cached = self.__dict__.get("_widest")  # one dry run per network
         if cached is None or cached[0] is not module or cached[1] != n_features:
             layers = widest_activation(module, n_features)
-            cached = (module, n_features, layers, _rows_for(max(layers, n_features)))
+            cached = (
+                module,
+                n_features,
+                layers,
+                prediction_rows(max(layers, n_features)),
+            )
             self._widest = cached
         if sp.issparse(X) and self._sparse_batches:
-            return _rows_for(max(cached[2], X.nnz / max(X.shape[0], 1)))
+            return prediction_rows(max(cached[2], X.nnz / max(X.shape[0], 1)))
         return cached[3]
 
     def _forward(self, X):
@@ -1041,264 +692,3 @@ class _BaseNet(*CALLBACK_BASES, _PortableStateMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-
-CLASS_WEIGHT_CONSTRAINT = {"class_weight": [dict, list, StrOptions({"balanced"}), None]}
-
-
-class _ClassifierNet(_BaseNet):
-    """Classification on top of :class:`_BaseNet`, with scikit-learn's label logic."""
-
-    _parameter_constraints: dict = {
-        **_BaseNet._parameter_constraints,
-        **CLASS_WEIGHT_CONSTRAINT,
-    }
-
-    def _labels(self, target):
-        if target.ndim == 1:  # class codes
-            return self.classes_[target]
-        if self._label_binarizer.y_type_ != "multilabel-indicator":
-            return self.classes_[target.ravel()]  # binary: (n, 1) codes
-        return target
-
-    def _stratify(self, target, n_outputs):
-        # the user's labels (not their codes), so that errors name them
-        if n_outputs != 1:
-            return None
-        return self.classes_[np.asarray(target).ravel()]
-
-    def _sample_weight(self, X, y, sample_weight, incremental):
-        """``sample_weight`` times the weights of the classes (``class_weight``).
-
-        As scikit-learn's linear models: ``'balanced'`` weighs class ``c`` by
-        ``n_samples / (n_classes * count(c))``, a dict by its values (1 for
-        the classes it leaves out); for multilabel ``y`` a list of dicts, one
-        per output, multiplied together (``compute_sample_weight``).
-        """
-        sample_weight = super()._sample_weight(X, y, sample_weight, incremental)
-        class_weight = getattr(self, "class_weight", None)
-        if class_weight is None:
-            return sample_weight
-        if incremental and class_weight == "balanced":
-            raise ValueError(
-                "class_weight='balanced' is not supported for partial_fit: the "
-                "class frequencies of one batch are not those of the data. Pass "
-                "a dict, e.g. from sklearn.utils.class_weight.compute_class_weight "
-                "on all the labels."
-            )
-        labels = np.asarray(y)
-        if labels.ndim == 2 and labels.shape[1] == 1:
-            labels = labels.ravel()
-        weights = compute_sample_weight(class_weight, labels).astype(X.dtype)
-        return weights if sample_weight is None else sample_weight * weights
-
-    def _is_classifier(self):
-        return True
-
-    def _validate_input(self, X, y, incremental, reset, validation=False):
-        X, y = self._validate_Xy(X, y, reset)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        if validation:  # a validation set: only classes seen in training
-            classes = unique_labels(y)
-            if len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(
-                    f"y_val has classes not in the training data: {classes} vs "
-                    f"classes_ {self.classes_}."
-                )
-        elif (not hasattr(self, "classes_")) or (
-            not self.warm_start and not incremental
-        ):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
-            self.classes_ = self._label_binarizer.classes_
-            # one class: one logistic output that learns "not the other
-            # class", predicting that class always, as scikit-learn's MLP does
-        else:
-            classes = unique_labels(y)
-            if self.warm_start:
-                if set(classes) != set(self.classes_):
-                    raise ValueError(
-                        "warm_start can only be used where `y` has the same "
-                        "classes as in the previous call to fit. Previously "
-                        f"got {self.classes_}, `y` has {classes}"
-                    )
-            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(
-                    "`y` has classes not in `self.classes_`. "
-                    f"`self.classes_` has {self.classes_}. 'y' has {classes}."
-                )
-        if y.ndim == 1:
-            # class codes directly: LabelBinarizer.transform needs ~50 bytes
-            # per sample, an (n, 1) indicator or class index needs 1 or 8
-            codes = np.searchsorted(self.classes_, y)
-            if self._label_binarizer.y_type_ == "multiclass":
-                return X, codes.astype(np.int64), len(self.classes_)
-            return X, codes.astype(np.uint8).reshape(-1, 1), 1
-        Y = self._label_binarizer.transform(y)
-        if sp.issparse(Y):
-            Y = Y.toarray()
-        return X, Y.astype(np.uint8), Y.shape[1]
-
-    def _output_activation(self):
-        return (
-            "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
-        )
-
-    def _extra_state(self):
-        return {"y_type": self._label_binarizer.y_type_}
-
-    def _load_extra_state(self, extra):
-        lb = LabelBinarizer()
-        lb.classes_, lb.y_type_, lb.sparse_input_ = (
-            self.classes_,
-            extra["y_type"],
-            False,
-        )
-        self._label_binarizer = lb
-
-    @available_if(_check_solver)
-    @with_callbacks
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """Update the model with a single epoch over the given data.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            The input data.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            The target values.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Sample weights.
-        classes : array of shape (n_classes,), default=None
-            All classes that can appear in ``y``; required on the first call
-            unless ``y`` is a label indicator matrix.
-
-        Returns
-        -------
-        self : object
-            The trained estimator.
-        """
-        self._validate_params()
-        if check_partial_fit_first_call(self, classes):
-            self._label_binarizer = LabelBinarizer()
-            if type_of_target(y).startswith("multilabel"):
-                self._label_binarizer.fit(y)
-            else:
-                self._label_binarizer.fit(classes)
-        return self._fit(X, y, sample_weight, incremental=True)
-
-    def predict_proba(self, X):
-        """Probability estimates.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            The input data.
-
-        Returns
-        -------
-        y_prob : ndarray of shape (n_samples, n_classes)
-            The probability of each class, in the order of ``classes_``.
-        """
-        y_pred = self._forward(X)
-        if self.n_outputs_ == 1:
-            y_pred = y_pred.ravel()
-            return np.vstack([1 - y_pred, y_pred]).T
-        return y_pred
-
-    def predict_log_proba(self, X):
-        """Logarithm of the probability estimates.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            The input data.
-
-        Returns
-        -------
-        log_y_prob : ndarray of shape (n_samples, n_classes)
-            ``log(predict_proba(X))``.
-        """
-        y_prob = self.predict_proba(X)
-        return np.log(y_prob, out=y_prob)
-
-    @staticmethod
-    def _multilabel_tags(tags):
-        # Called from the public classes' __sklearn_tags__: ClassifierMixin,
-        # first in their MRO, replaces classifier_tags after this base runs.
-        tags.classifier_tags.multi_label = True
-        return tags
-
-    def predict(self, X):
-        """Predict class labels (or label indicators for multilabel ``y``).
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            The input data.
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
-            The predicted classes.
-        """
-        y_pred = self._forward(X)
-        if self.n_outputs_ == 1:
-            y_pred = y_pred.ravel()
-        return self._label_binarizer.inverse_transform(y_pred)
-
-
-class _RegressorNet(_BaseNet):
-    """Regression on top of :class:`_BaseNet`."""
-
-    def _validate_input(self, X, y, incremental, reset, validation=False):
-        X, y = self._validate_Xy(X, y, reset, y_numeric=True)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        if self.loss == "poisson" and np.any(y < 0):
-            raise ValueError("loss='poisson' requires non-negative y.")
-        Y = y.reshape(y.shape[0], -1)
-        return X, Y, Y.shape[1]
-
-    def _output_activation(self):
-        return "exp" if self.loss == "poisson" else "identity"
-
-    @available_if(_check_solver)
-    @with_callbacks
-    def partial_fit(self, X, y, sample_weight=None):
-        """Update the model with a single epoch over the given data.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            The input data.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            The target values.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Sample weights.
-
-        Returns
-        -------
-        self : object
-            The trained estimator.
-        """
-        self._validate_params()
-        return self._fit(X, y, sample_weight, incremental=True)
-
-    def predict(self, X):
-        """Predict using the network.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            The input data.
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            The predicted values.
-        """
-        y_pred = self._forward(X)
-        return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred

@@ -6,8 +6,9 @@ from numbers import Integral
 from sklearn.base import ClassifierMixin
 
 from sknets import _catalog, _docs
-from sknets._base import CLASS_WEIGHT_CONSTRAINT, _BaseNet, _ClassifierNet
+from sknets._base import _BaseNet
 from sknets._compat import Interval, StrOptions
+from sknets._heads import CLASS_WEIGHT_CONSTRAINT, _ClassifierNet
 from sknets._images import _flatten_images
 from sknets.modules import ConvNetModule
 

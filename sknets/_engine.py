@@ -1014,6 +1014,11 @@ def _clone_state(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def prediction_rows(width):
+    """Rows per prediction batch for activations ``width`` values wide."""
+    return int(np.clip(2**22 // max(width, 1), 64, 8192))
+
+
 def widest_activation(module, n_features):
     """Largest number of values one input row produces in any layer of ``module``.
 

@@ -6,9 +6,10 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from torch import nn
 
 from sknets import _catalog, _docs
-from sknets._base import _BaseNet, _ClassifierNet, _RegressorNet
+from sknets._base import _BaseNet
 from sknets._compat import StrOptions
 from sknets._engine import seeded
+from sknets._heads import _ClassifierNet, _RegressorNet
 from sknets._members import can_stack, stack_key
 from sknets.modules import MLPModule, StackedMLP
 from sknets.modules._mlp import _per_layer

@@ -25,9 +25,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from sknets import _catalog, _docs
-from sknets._base import CLASS_WEIGHT_CONSTRAINT, _BaseNet, _ClassifierNet
+from sknets._base import _BaseNet
 from sknets._compat import Interval, StrOptions, fit_context
 from sknets._device import resolve_device
+from sknets._heads import CLASS_WEIGHT_CONSTRAINT, _ClassifierNet
 from sknets._images import _check_image_rows, _fold_uint8, _image_input, _target_size
 from sknets._pickling import _BackbonePickleMixin
 from sknets._plan import Phase

@@ -45,7 +45,15 @@ LAYERS = [
     ),
     (
         "estimators",
-        ("sknets._base", "sknets._mlp", "sknets._convnet", "sknets._pretrained"),
+        (
+            "sknets._planning",
+            "sknets._fitted",
+            "sknets._base",
+            "sknets._heads",
+            "sknets._mlp",
+            "sknets._convnet",
+            "sknets._pretrained",
+        ),
     ),
     ("searches", ("sknets.model_selection",)),
     ("top", ("sknets._persistence", "sknets.onnx", "sknets.inspection", "sknets")),

@@ -41,11 +41,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.parallel import Parallel, delayed
 
 from sknets import _registry as registry
-from sknets._base import _HISTORY_KEYS, _BaseNet
+from sknets._base import _BaseNet
 from sknets._compat import check_method_params as _check_method_params
 from sknets._compat import fit_context as _fit_context
 from sknets._compat import safe_split as _safe_split
 from sknets._engine import USER_INTERRUPT, _sigint_flag
+from sknets._fitted import _HISTORY_KEYS
 from sknets._members import MemberRun, MemberSpec
 from sknets._plan import TrainedState
 
