@@ -30,22 +30,21 @@ from sknets._compat import (
     fit_context,
     with_callbacks,
 )
+from sknets._data import ArrayDataset, as_tensor
 from sknets._device import move_net, resolve_device
 from sknets._engine import (
-    ArrayDataset,
     Rollback,
-    StoppingState,
-    as_tensor,
     build_net,
     draws_random,
-    output_activation,
     predict_raw,
     prediction_rows,
     seeded,
     train,
     widest_activation,
 )
+from sknets._epochs import StoppingState
 from sknets._fitted import _FittedMixin
+from sknets._losses import output_activation
 from sknets._pickling import _PortableStateMixin
 from sknets._plan import PreparedFit
 from sknets._planning import _STOCHASTIC_SOLVERS, _PlanMixin
@@ -319,7 +318,7 @@ class _BaseNet(
         weights. The exception is Ctrl-C after at least one completed epoch:
         the estimator keeps those epochs, then ``KeyboardInterrupt`` is
         re-raised. ``epoch_callback(epoch, net, monitor, stopping)`` is called
-        after each completed epoch (see :class:`~sknets._engine.EpochMonitor`);
+        after each completed epoch (see :class:`~sknets._epochs.EpochMonitor`);
         the epoch-sharing search scores every requested ``max_iter`` in one
         run with it. ``trained`` (a :class:`~sknets._plan.TrainedState` that
         a search trained for exactly this fit) is adopted instead of training.

@@ -13,11 +13,8 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from sknets._engine import (
-    StoppingState,
-    build_net,
-    prediction_rows,
-)
+from sknets._engine import build_net, prediction_rows
+from sknets._epochs import StoppingState
 from sknets._restore import restore_module
 
 _HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_score", "dur")

@@ -14,7 +14,7 @@ own losses, so their gradients never mix. Each member keeps what its own
   a member without rows in a step does not step),
 - its ``alpha``/``l1_ratio`` penalty, its learning rate and schedule
   (per-member learning rates in :class:`StackedAdam`/:class:`StackedSGD`),
-- its stopping state (scikit-learn's rules, :func:`~sknets._engine.epoch_rules`,
+- its stopping state (scikit-learn's rules, :func:`~sknets._epochs.epoch_rules`,
   member by member; a member that stopped or reached its last epoch count
   is frozen: its learning rate is zero from then on),
 - its validation rows (``early_stopping``) and best weights.
@@ -38,18 +38,10 @@ from skorch.helper import predefined_split
 from torch.optim.adam import adam as torch_adam
 
 from sknets._compat import fused_adam
-from sknets._engine import (
-    USER_INTERRUPT,
-    SkorchNet,
-    StoppingState,
-    StopTraining,
-    WeightedLoss,
-    _sigint_flag,
-    as_tensor,
-    epoch_rules,
-    sample_losses,
-    validation_score,
-)
+from sknets._data import as_tensor
+from sknets._engine import USER_INTERRUPT, SkorchNet, _sigint_flag
+from sknets._epochs import StoppingState, StopTraining, epoch_rules
+from sknets._losses import WeightedLoss, sample_losses, validation_score
 from sknets._optim import SGD, Adam, _evaluate
 from sknets._plan import TrainedState
 
@@ -549,7 +541,7 @@ class MemberMonitor(Callback):
     After each epoch: each live member's training loss (the mean of its batch
     losses weighted by their rows, as skorch's ``train_loss``), its
     validation loss and score (``early_stopping``), its stopping rules and
-    learning-rate schedule (:func:`~sknets._engine.epoch_rules`). At each of
+    learning-rate schedule (:func:`~sknets._epochs.epoch_rules`). At each of
     its epoch counts a member's :class:`~sknets._plan.TrainedState` is kept;
     at its last, or when its rules stop it, it is frozen. The run ends when
     every member is.

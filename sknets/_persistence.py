@@ -805,7 +805,7 @@ _DERIVED = {"coefs_", "intercepts_", "n_layers_", "filters_"}
 
 
 def _check_private(cls, private):
-    from sknets._engine import StoppingState
+    from sknets._epochs import StoppingState
 
     if not isinstance(private, dict):
         raise _Refused("the private fitted state is not an object.")

@@ -5,7 +5,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils import assert_all_finite
 
-from sknets._engine import from_numpy
+from sknets._data import from_numpy
 
 
 def assert_finite(X, estimator):

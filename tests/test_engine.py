@@ -22,7 +22,8 @@ from sknets import (
     MLPRegressor,
 )
 from sknets._base import _BaseNet
-from sknets._engine import EpochMonitor, SkorchNet
+from sknets._engine import SkorchNet
+from sknets._epochs import EpochMonitor
 from sknets.model_selection import GridSearchCV
 
 FAST = dict(hidden_layer_sizes=(16,), random_state=0, device="cpu")
@@ -110,7 +111,7 @@ def test_net_fit_keeps_training_with_skorch(digits):
     """skorch's own ``partial_fit`` on the fitted net goes on training."""
     est, X = _fitted("multiclass", digits)
     before = est.net_.predict_proba(X)
-    from sknets._engine import ArrayDataset
+    from sknets._data import ArrayDataset
 
     data = ArrayDataset(X, np.asarray(digits[1]), dtype=torch.float32)
     est.net_.partial_fit(data, None)

@@ -17,8 +17,8 @@ from sklearn.preprocessing import StandardScaler
 import sknets
 from sknets import MLPClassifier, MLPRegressor, load, save
 from sknets._base import _BaseNet
+from sknets._data import ArrayDataset
 from sknets._device import resolve_device
-from sknets._engine import ArrayDataset
 from tests.test_common import CHECK_SETTINGS
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -461,12 +461,12 @@ def test_memmap_input_is_not_copied(data, tmp_path):
 
 def test_data_larger_than_gpu_memory_streams_from_host(monkeypatch):
     """Simulated: a device with too little free memory keeps X on the host."""
-    from sknets import _engine
+    from sknets import _data
 
     X = np.random.RandomState(0).normal(size=(50, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     on_device = MLPClassifier(**FAST).fit(X, y)
-    monkeypatch.setattr(_engine, "fits_on_device", lambda X, dtype, device: False)
+    monkeypatch.setattr(_data, "fits_on_device", lambda X, dtype, device: False)
     ds = ArrayDataset(X, y, device="cpu", dtype=torch.float32)
     assert ds.host
     Xb, (yb, _) = ds.take(torch.arange(10))

@@ -35,6 +35,9 @@ LAYERS = [
     (
         "engine",
         (
+            "sknets._data",
+            "sknets._losses",
+            "sknets._epochs",
             "sknets._engine",
             "sknets._optim",
             "sknets._members",

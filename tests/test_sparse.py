@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from sknets import MLPClassifier, _compat
-from sknets._engine import csr_tensor
+from sknets._data import csr_tensor
 from sknets._sparse import csr_t_matmul, take_rows
 from sknets.modules import MLPModule
 from sknets.modules._mlp import SparseInputLinear
