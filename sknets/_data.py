@@ -193,3 +193,116 @@ class BatchIterator:
         else:
             for start in range(0, n, self.batch_size):
                 yield self.dataset.take(slice(start, start + self.batch_size))
+
+
+# --------------------------------------------------------------------------- members
+
+
+class MemberData(torch.utils.data.Dataset):
+    """Every member's rows of one placed copy of the data.
+
+    ``X``, ``y`` and the sample weights are whole tensors on the device; each
+    member sees the rows ``rows[m]`` of them, shuffled by ``generators[m]``
+    (its own, kept across epochs and ``fit_loop`` calls; None: seeded 0).
+    :class:`MemberBatches` takes ``(members, batch)`` index matrices out of it.
+    """
+
+    def __init__(
+        self, X, y, sample_weight=None, *, rows, device, dtype, generators=None
+    ):
+        self.device, self.dtype = torch.device(device), dtype
+        self.X = as_tensor(X, dtype, self.device)
+        self.y = as_tensor(y, None, self.device)
+        self.w = (
+            None
+            if sample_weight is None
+            else as_tensor(sample_weight, dtype, self.device)
+        )
+        self.rows = [
+            torch.as_tensor(np.asarray(r, dtype=np.int64), device=self.device)
+            for r in rows
+        ]
+        if generators is None:
+            generators = [torch.Generator().manual_seed(0) for _ in rows]
+        self.generators = list(generators)
+
+    def with_rows(self, rows, generators=None):
+        """The same tensors, other rows per member (e.g. validation rows)."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        if generators is not None:
+            view.generators = list(generators)
+        view.rows = [
+            r.to(self.device)
+            if isinstance(r, torch.Tensor)
+            else torch.as_tensor(
+                np.asarray([] if r is None else r, dtype=np.int64), device=self.device
+            )
+            for r in rows
+        ]
+        return view
+
+    def __len__(self):
+        return max(len(r) for r in self.rows)
+
+    def __getitem__(self, i):  # pragma: no cover - batches only
+        raise NotImplementedError("MemberData is read in (members, rows) batches")
+
+    def take(self, index, mask):
+        """``(X, (y, w, counts))`` for an index matrix and its 0/1 row mask."""
+        flat = index.reshape(-1)  # index_select: twice as fast as X[index]
+        Xb = self.X.index_select(0, flat).view(*index.shape, *self.X.shape[1:])
+        yb = self.y.index_select(0, flat).view(*index.shape, *self.y.shape[1:])
+        wb = mask
+        if self.w is not None:
+            wb = mask * self.w.index_select(0, flat).view(index.shape)
+        return Xb, (yb, wb, mask.sum(1))
+
+
+class MemberBatches:
+    """Batches of every member at once: its rows in its own order.
+
+    Each member's rows are permuted in every pass (``shuffle``) by its own
+    generator, seeded as its standalone fit's, so member ``m`` sees exactly
+    the batches of its own ``fit``. skorch builds one iterator per
+    ``fit_loop``; the generators are the dataset's (``dataset.generators``),
+    so that a run resumed in several ``fit_loop`` calls goes on drawing where
+    it stopped. Step ``k`` holds rows ``k * batch_size`` to ``(k + 1) *
+    batch_size`` of every member's order; members with fewer rows are padded
+    with zero-weight rows.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=False):
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.generators = dataset.generators
+
+    def __len__(self):
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def __iter__(self):
+        ds, size = self.dataset, self.batch_size
+        orders = []
+        for rows, gen in zip(ds.rows, self.generators, strict=True):
+            if self.shuffle and len(rows) > 1:
+                rows = rows[torch.randperm(len(rows), generator=gen).to(rows.device)]
+            orders.append(rows)
+        counts = [len(o) for o in orders]
+        longest = max(counts)
+        if min(counts) == longest:  # one matrix, no padding
+            index = torch.stack(orders)
+            full = torch.ones(index.shape, dtype=ds.dtype, device=ds.device)
+            for start in range(0, longest, size):
+                yield ds.take(
+                    index[:, start : start + size],
+                    full[:, : min(size, longest - start)],
+                )
+            return
+        index = torch.zeros((len(orders), longest), dtype=torch.int64, device=ds.device)
+        mask = torch.zeros((len(orders), longest), dtype=ds.dtype, device=ds.device)
+        for m, order in enumerate(orders):
+            index[m, : len(order)] = order
+            mask[m, : len(order)] = 1
+        for start in range(0, longest, size):
+            yield ds.take(index[:, start : start + size], mask[:, start : start + size])

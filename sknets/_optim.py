@@ -10,9 +10,17 @@ torch's, every setting torch's): they add plain parameter groups and clear
 gradients without the guard, and :class:`Adam` calls torch's fused kernel
 itself when the step is a plain fused one (the kernel ``Adam(fused=True)``
 runs, so the numbers are torch's, bit for bit).
+
+:class:`StackedAdam` and :class:`StackedSGD` are the same steps for the
+stacked members of a search (``sknets._members``): every parameter's first
+dimension is the member, each member with its own learning rate and step
+count; where every member steps alike they run torch's own fused step.
 """
 
+import math
+
 import torch
+from torch.optim.adam import adam as torch_adam
 
 from sknets._compat import fused_adam, fused_sgd
 
@@ -155,3 +163,212 @@ class Adam(_Unguarded, torch.optim.Adam):
                 eps=group["eps"],
             )
         return loss
+
+
+# --------------------------------------------------------------------------- stacked
+
+
+class _StackedOptimizer(torch.optim.Optimizer):
+    """Per-member learning rates (``member_lr``) and steps for stacked weights.
+
+    Every parameter's first dimension is the member. ``active`` (set by the
+    net before each step) says which members had rows in the batch; ``live``
+    which members still train. The others neither move nor advance their
+    state.
+    """
+
+    def __init__(self, params, lr, member_lr, defaults):
+        super().__init__(params, dict(lr=lr, **defaults))
+        self._settings = dict(lr=lr, **defaults)
+        first = self.param_groups[0]["params"][0]
+        kw = {"dtype": first.dtype, "device": first.device}
+        self.member_lr = torch.as_tensor(member_lr, **kw).clone()
+        self.live = torch.ones(len(member_lr), dtype=torch.bool, device=first.device)
+        self.active = self.live.clone()
+        self.steps = torch.zeros(len(member_lr), dtype=torch.int64, device=first.device)
+
+    def add_param_group(self, param_group):
+        """Add a group of plain tensors (what skorch passes), torch's defaults.
+
+        torch's own ``add_param_group`` and ``zero_grad`` are wrapped in a
+        dynamo guard that imports ``torch._dynamo`` (1-1.5 s) on first use; a
+        stacked run needs neither its checks for named or duplicated
+        parameters nor the import.
+        """
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        if not all(isinstance(p, torch.Tensor) and p.is_leaf for p in params):
+            raise TypeError("a stacked optimizer takes leaf tensors only")
+        group = {**self.defaults, **param_group, "params": params}
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none=True):
+        """Drop (or zero) every parameter's gradient, as torch's."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().zero_()
+
+    def _moving(self):
+        moving = self.active & self.live
+        self.steps += moving
+        return moving, bool(moving.all())
+
+    @staticmethod
+    def _per_member(values, p):
+        return values.view((-1,) + (1,) * (p.dim() - 1))
+
+    def kept(self, index, params):
+        """This optimizer for members ``index`` only, over their ``params``.
+
+        ``params`` are the kept members' parameters in this optimizer's
+        order; every per-member state (moments, steps, learning rates,
+        momentum buffers) is carried over for them.
+        """
+        old = self.param_groups[0]["params"]
+        params = list(params)
+        at = torch.as_tensor(list(index), device=self.member_lr.device)
+        new = type(self)(
+            params, member_lr=self.member_lr[at].tolist(), **self._settings
+        )
+        new.member_lr = self.member_lr[at].clone()
+        new.live, new.steps = self.live[at].clone(), self.steps[at].clone()
+        new.active = new.live.clone()
+        for p_old, p_new in zip(old, params, strict=True):
+            new.state[p_new] = {
+                k: v[at].clone() if v.dim() else v.clone()
+                for k, v in self.state.get(p_old, {}).items()
+            }
+        return new
+
+
+class StackedAdam(_StackedOptimizer):
+    """``torch.optim.Adam`` (no weight decay, no amsgrad), member by member."""
+
+    def __init__(
+        self, params, lr=1e-3, member_lr=(1e-3,), betas=(0.9, 0.999), eps=1e-8
+    ):
+        super().__init__(params, lr, member_lr, {"betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = _evaluate(closure)
+        moving, everyone = self._moving()
+        uniform = everyone and bool((self.steps == self.steps[0]).all())
+        if uniform and bool((self.member_lr == self.member_lr[0]).all()):
+            self._torch_step(int(self.steps[0]), float(self.member_lr[0]))
+            return loss
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            eps = group["eps"]
+            steps = self.steps
+            if uniform:
+                n = int(steps[0])
+                bc1, bc2_sqrt = 1 - beta1**n, math.sqrt(1 - beta2**n)
+            else:
+                n = steps.clamp_min(1).to(self.member_lr.dtype)
+                bc1, bc2_sqrt = 1 - beta1**n, torch.sqrt(1 - beta2**n)
+            step_size = torch.where(moving, self.member_lr / bc1, 0.0)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                m, v = self._moments(p)
+                if everyone:
+                    m.lerp_(g, 1 - beta1)
+                    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                else:
+                    a = self._per_member(moving, p)
+                    m.copy_(torch.where(a, m.lerp(g, 1 - beta1), m))
+                    v.copy_(torch.where(a, v * beta2 + (1 - beta2) * g * g, v))
+                b2 = (
+                    bc2_sqrt
+                    if isinstance(bc2_sqrt, float)
+                    else self._per_member(bc2_sqrt, p)
+                )
+                denom = (v.sqrt() / b2).add_(eps)
+                p.addcdiv_(m * self._per_member(-step_size, p), denom)
+        return loss
+
+    def _moments(self, p):
+        state = self.state[p]
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+            # torch's scalar step count, for the steps all members take together
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        return state["exp_avg"], state["exp_avg_sq"]
+
+    def _torch_step(self, n, lr):
+        """Every member steps at one learning rate: torch's own (fused) Adam."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            moments = [self._moments(p) for p in params]
+            steps = [self.state[p]["step"] for p in params]
+            beta1, beta2 = group["betas"]
+            kwargs = dict(lr=lr, beta1=beta1, beta2=beta2, eps=group["eps"])
+            grads = [p.grad for p in params]
+            exp_avgs, exp_avg_sqs = [m for m, _ in moments], [v for _, v in moments]
+            for t in steps:
+                t.fill_(n - 1)  # the step counts itself, as torch's
+            if fused_adam is not None and all(
+                p.device.type in ("cpu", "cuda") for p in params
+            ):
+                fused_adam(params, grads, exp_avgs, exp_avg_sqs, steps, **kwargs)
+                continue
+            torch_adam(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                foreach=False,
+                amsgrad=False,
+                weight_decay=0.0,
+                maximize=False,
+                **kwargs,
+            )
+
+
+class StackedSGD(_StackedOptimizer):
+    """``torch.optim.SGD`` (momentum, Nesterov; no damping), member by member."""
+
+    def __init__(
+        self, params, lr=1e-3, member_lr=(1e-3,), momentum=0.0, nesterov=False
+    ):
+        super().__init__(
+            params, lr, member_lr, {"momentum": momentum, "nesterov": nesterov}
+        )
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = _evaluate(closure)
+        moving, _ = self._moving()
+        for group in self.param_groups:
+            mu = group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                a = self._per_member(moving, p)
+                if mu != 0:
+                    state = self.state[p]
+                    if not state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                        state["started"] = torch.zeros_like(moving)
+                    buf = state["momentum_buffer"]
+                    first = self._per_member(~state["started"], p)
+                    buf.copy_(torch.where(a, torch.where(first, g, buf * mu + g), buf))
+                    state["started"] |= moving
+                    g = g + mu * buf if group["nesterov"] else buf
+                lr = self._per_member(torch.where(moving, self.member_lr, 0.0), p)
+                p.add_(g * -lr)
+        return loss
+
+
+STACKED_OPTIMIZERS = {Adam: StackedAdam, SGD: StackedSGD}
