@@ -28,12 +28,8 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 
 from sknets import _registry as registry
 from sknets._compat import auto_propagated_callbacks
-from sknets.model_selection._pretrain import (
-    EPOCH_PARAM,
-    Pretraining,
-    find_net,
-    pickup_config,
-)
+from sknets.model_selection._pretrain import Pretraining, pickup_config
+from sknets.model_selection._runs import EPOCH_PARAM, find_net
 from sknets.model_selection._search import report_shared_fit_times
 
 _NO_STACKS = {"members": 0, "stacks": [], "member_bytes": {}}

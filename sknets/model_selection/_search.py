@@ -21,12 +21,8 @@ from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sknets import _catalog
 from sknets import _registry as registry
 from sknets._compat import auto_propagated_callbacks
-from sknets.model_selection._pretrain import (
-    EPOCH_PARAM,
-    find_net,
-    pickup_config,
-    pretrain,
-)
+from sknets.model_selection._pretrain import pickup_config, pretrain
+from sknets.model_selection._runs import EPOCH_PARAM, find_net
 
 # --------------------------------------------------------------------------- searches
 

@@ -7,7 +7,8 @@ from sklearn.model_selection import check_cv
 from sklearn.model_selection import cross_validate as sklearn_cross_validate
 
 from sknets import _registry as registry
-from sknets.model_selection._pretrain import find_net, pickup_config, pretrain
+from sknets.model_selection._pretrain import pickup_config, pretrain
+from sknets.model_selection._runs import find_net
 
 
 def cross_validate(
