@@ -30,7 +30,7 @@ from sknets.model_selection import (
     HalvingRandomSearchCV,
     _pretrain,
 )
-from sknets.model_selection._halving import rung_schedule
+from sknets.model_selection._rungs import rung_schedule
 from tests.test_members import (  # noqa: F401 (a fixture)
     _clear_interrupt,
     _ctrl_c_after,

@@ -276,12 +276,12 @@ def test_errors():
 def test_torchscript_failure_falls_back_to_dynamo(monkeypatch):
     _ort()
     pytest.importorskip("onnxscript")
-    from sknets.onnx import _convert, to_onnx
+    from sknets.onnx import _graph, to_onnx
 
     def fail(*args):
         raise RuntimeError("no TorchScript exporter here")
 
-    monkeypatch.setitem(_convert._EXPORT, "torchscript", fail)
+    monkeypatch.setitem(_graph._EXPORT, "torchscript", fail)
     X = _data(n=30, n_features=6)
     clf = ConvNetClassifier(filters=(2,), hidden_layer_sizes=(), max_iter=1)
     clf.fit(X, X[:, 0] > 0)
