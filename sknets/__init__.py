@@ -5,7 +5,10 @@ estimator contract: they work in ``Pipeline``, ``GridSearchCV``,
 ``cross_val_score`` and ``joblib``, and pass scikit-learn's estimator checks.
 """
 
-from sknets import model_selection  # noqa: F401  (registers the searches)
+from sknets import (
+    _skops,  # noqa: F401  (registers the skops states)
+    model_selection,  # noqa: F401  (registers the searches)
+)
 from sknets._convnet import ConvNetClassifier
 from sknets._mlp import MLPClassifier, MLPRegressor
 from sknets._persistence import load, save

@@ -59,7 +59,17 @@ LAYERS = [
         ),
     ),
     ("searches", ("sknets.model_selection",)),
-    ("top", ("sknets._persistence", "sknets.onnx", "sknets.inspection", "sknets")),
+    (
+        "top",
+        (
+            "sknets._stored",
+            "sknets._persistence",
+            "sknets._skops",
+            "sknets.onnx",
+            "sknets.inspection",
+            "sknets",
+        ),
+    ),
 ]
 
 

@@ -167,7 +167,7 @@ def test_unstorable_parameters_are_refused_at_save(images, tmp_path):
 def test_stored_fitted_attributes_are_the_documented_ones(cls):
     """load's table per class: documented attributes, stored or rebuilt."""
     docscrape = pytest.importorskip("numpydoc.docscrape")
-    from sknets._persistence import _DERIVED, _SCHEMAS
+    from sknets._stored import _DERIVED, _SCHEMAS
 
     documented = {p.name for p in docscrape.ClassDoc(cls)["Attributes"]}
     stored = set(_SCHEMAS[cls.__name__])

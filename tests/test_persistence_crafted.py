@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from sknets import MLPClassifier, load, save
-from sknets._persistence import _PORTABLE, _digest
+from sknets._persistence import _digest
+from sknets._pickling import _PORTABLE
 
 pytestmark = pytest.mark.usefixtures("quiet_one_thread")
 
