@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sknets import _catalog
+from sknets._fitted import _HISTORY_KEYS
 from sknets._restore import Refused as _Refused
 
 FORMAT = 2  # bump when the layout changes; load() reads every format in _READABLE
@@ -277,9 +278,6 @@ def _choice(*options):
         return v
 
     return choice
-
-
-_HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_score", "dur")
 
 
 def _history(v):
