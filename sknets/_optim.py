@@ -33,7 +33,13 @@ def _evaluate(closure):
 
 
 class _Unguarded:
-    """``add_param_group``/``zero_grad`` for groups of plain leaf tensors."""
+    """``add_param_group``/``zero_grad`` for groups of plain leaf tensors.
+
+    torch's own are wrapped in a dynamo guard that imports ``torch._dynamo``
+    (1-1.5 s) on first use; plain groups (what skorch passes, for a single
+    network or a stack) need neither its checks for named or duplicated
+    parameters nor the import.
+    """
 
     def add_param_group(self, param_group):
         params = param_group["params"]
@@ -168,7 +174,7 @@ class Adam(_Unguarded, torch.optim.Adam):
 # --------------------------------------------------------------------------- stacked
 
 
-class _StackedOptimizer(torch.optim.Optimizer):
+class _StackedOptimizer(_Unguarded, torch.optim.Optimizer):
     """Per-member learning rates (``member_lr``) and steps for stacked weights.
 
     Every parameter's first dimension is the member. ``active`` (set by the
@@ -186,32 +192,6 @@ class _StackedOptimizer(torch.optim.Optimizer):
         self.live = torch.ones(len(member_lr), dtype=torch.bool, device=first.device)
         self.active = self.live.clone()
         self.steps = torch.zeros(len(member_lr), dtype=torch.int64, device=first.device)
-
-    def add_param_group(self, param_group):
-        """Add a group of plain tensors (what skorch passes), torch's defaults.
-
-        torch's own ``add_param_group`` and ``zero_grad`` are wrapped in a
-        dynamo guard that imports ``torch._dynamo`` (1-1.5 s) on first use; a
-        stacked run needs neither its checks for named or duplicated
-        parameters nor the import.
-        """
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        if not all(isinstance(p, torch.Tensor) and p.is_leaf for p in params):
-            raise TypeError("a stacked optimizer takes leaf tensors only")
-        group = {**self.defaults, **param_group, "params": params}
-        self.param_groups.append(group)
-
-    def zero_grad(self, set_to_none=True):
-        """Drop (or zero) every parameter's gradient, as torch's."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.detach_().zero_()
 
     def _moving(self):
         moving = self.active & self.live
