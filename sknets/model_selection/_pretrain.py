@@ -186,6 +186,11 @@ def _switching(interval=1e-4):
             sys.setswitchinterval(before)
 
 
+def trained_ahead(seconds, n_candidates, n_splits):
+    """Whether every (candidate, split) has a state in ``seconds`` (:meth:`train`)."""
+    return all((i, s) in seconds for i in range(n_candidates) for s in range(n_splits))
+
+
 def pickup_config(complete):
     """joblib's configuration for scikit-learn's ``fit`` to pick trained states up.
 

@@ -21,7 +21,7 @@ from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sknets import _catalog
 from sknets import _registry as registry
 from sknets._compat import auto_propagated_callbacks
-from sknets.model_selection._pretrain import pickup_config, pretrain
+from sknets.model_selection._pretrain import pickup_config, pretrain, trained_ahead
 from sknets.model_selection._runs import EPOCH_PARAM, find_net
 
 # --------------------------------------------------------------------------- searches
@@ -86,10 +86,9 @@ class _EpochSharingMixin:
         if not self._pretrains():
             self.stacking_ = {"members": 0, "stacks": [], "member_bytes": {}}
             return super().fit(X, y, **params)
-        trained, seconds, self.stacking_ = self._pretrain(X, y, params)
+        trained, seconds, self.stacking_, complete = self._pretrain(X, y, params)
         # the states live in this process: candidates are fitted (picked up)
         # and scored here, whatever backend trained them
-        complete = self.stacking_.pop("complete", False)
         with registry.offered(trained) as offer, pickup_config(complete):
             super().fit(X, y, **params)
         report_shared_fit_times(self, seconds, offer.taken)
@@ -97,7 +96,7 @@ class _EpochSharingMixin:
 
     def _pretrain(self, X, y, params):
         """Train every (run, fold) ahead; the states, their times, the stacks."""
-        nothing = {}, {}, {"members": 0, "stacks": [], "member_bytes": {}}
+        nothing = {}, {}, {"members": 0, "stacks": [], "member_bytes": {}}, False
         other = set(params) - {"sample_weight", "groups"}
         if other or get_config().get("enable_metadata_routing"):
             return nothing  # routed or other parameters: scikit-learn's fit trains
@@ -121,9 +120,8 @@ class _EpochSharingMixin:
             vectorize=self.vectorize,
             share_all=self.vectorize,
         )
-        every = {(i, s) for i in range(len(candidates)) for s in range(len(splits))}
-        stats = {**stats, "complete": every <= set(seconds)}
-        return trained, seconds, stats
+        complete = trained_ahead(seconds, len(candidates), len(splits))
+        return trained, seconds, stats, complete
 
 
 def report_shared_fit_times(search, seconds, taken):

@@ -7,7 +7,7 @@ from sklearn.model_selection import check_cv
 from sklearn.model_selection import cross_validate as sklearn_cross_validate
 
 from sknets import _registry as registry
-from sknets.model_selection._pretrain import pickup_config, pretrain
+from sknets.model_selection._pretrain import pickup_config, pretrain, trained_ahead
 from sknets.model_selection._runs import find_net
 
 
@@ -138,7 +138,7 @@ def cross_validate(
     if not trained:
         return sklearn_cross_validate(estimator, X, y, **kwargs)
     # the states live in this process: the folds are fitted (adopted) here
-    complete = splits is not None and all((0, s) in seconds for s in range(len(splits)))
+    complete = splits is not None and trained_ahead(seconds, 1, len(splits))
     with registry.offered(trained) as offer, pickup_config(complete):
         result = sklearn_cross_validate(estimator, X, y, **kwargs)
     for s in range(len(splits)):
