@@ -535,7 +535,7 @@ class _BaseNet(
                 extra_callbacks=extra,
             )
             try:
-                interrupted = train(net, train_data, plan)
+                interrupted = train(net, train_data)
                 if tasks is not None:  # the fitted net keeps sknets' callbacks only
                     net.callbacks = [c for c in net.callbacks if c is not extra[0]]
                     net.callbacks_ = [c for c in net.callbacks_ if c[1] is not tasks]

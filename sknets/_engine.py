@@ -34,11 +34,13 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import Callback
+from skorch.dataset import get_len
 from skorch.helper import predefined_split
 from torch import nn
 
 from sknets._data import ArrayDataset, BatchIterator
-from sknets._epochs import EpochMonitor, PhaseSwitch
+from sknets._epochs import USER_INTERRUPT, EpochMonitor, PhaseSwitch
 from sknets._losses import Probabilities, WeightedLoss, penalized_weights
 
 # torch's global generator is one per process: threads that seed and draw from
@@ -90,17 +92,30 @@ class _LastStepAccumulator:
 
 
 class SkorchNet(NeuralNet):
-    """skorch ``NeuralNet`` with sknets' penalty and forward options.
+    """skorch ``NeuralNet`` for one network or a stack of members, trained alike.
+
+    The one training engine of sknets: a standalone fit's network and a
+    search's stacked members (:class:`~sknets.modules.StackedMLP`, batches of
+    ``(members, rows, features)`` from :class:`~sknets._data.MemberBatches`)
+    go through the same epoch loop (:meth:`run_single_epoch`), the same step
+    (skorch's ``train_step``, :meth:`train_step_single`), the same loss
+    (:meth:`get_loss`: the criterion's weighted mean, one per member when
+    stacked, plus :meth:`penalty`) and the same stopping rules
+    (:func:`~sknets._epochs.end_epoch`, applied by the ``'monitor'`` callback
+    of either kind). A stack's loss is the sum of its members' losses, so their
+    gradients never mix.
 
     Parameters
     ----------
     module, criterion, ... : see ``skorch.NeuralNet``
-        Everything skorch takes; :func:`build_net` passes them from a plan.
-    alpha : float, default=0.0
+        Everything skorch takes; :func:`build_net` (one network) and
+        :class:`~sknets._members.MemberRun` (a stack) pass them from plans.
+    alpha : float or sequence of float, default=0.0
         Strength of the penalty on weights, scaled as scikit-learn's MLP does
-        (``alpha / 2 * ||W||^2 / n`` per batch of total weight ``n``).
-    l1_ratio : float, default=0.0
-        Share of L1 in the penalty (elastic net).
+        (``alpha / 2 * ||W||^2 / n`` per batch of total weight ``n``); one per
+        member for a stack.
+    l1_ratio : float or sequence of float, default=0.0
+        Share of L1 in the penalty (elastic net); one per member for a stack.
     forward_compile : dict or None, default=None
         Keyword arguments of ``torch.compile`` for the forward passes (the
         compiled wrapper is built on first use and never pickled), or None.
@@ -124,6 +139,11 @@ class SkorchNet(NeuralNet):
         self.l1_ratio = l1_ratio
         self.forward_compile = forward_compile
         self.autocast = autocast
+
+    @property
+    def stacked(self):
+        """Whether the module is a stack of members (one loss per member)."""
+        return hasattr(self.module_, "n_members")
 
     def forward_module(self):
         """``module_``, or its ``torch.compile`` wrapper (built once, not pickled)."""
@@ -152,8 +172,8 @@ class SkorchNet(NeuralNet):
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("_compiled", None)
-        state.pop("_penalized", None)
+        for cache in ("_compiled", "_penalty", "_member_losses", "_hooks"):
+            state.pop(cache, None)
         return state
 
     def get_train_step_accumulator(self):
@@ -161,30 +181,150 @@ class SkorchNet(NeuralNet):
             return _LastStepAccumulator()
         return super().get_train_step_accumulator()
 
+    # ------------------------------------------------------------------ epochs
+
+    def _hooked(self, name):
+        """Whether a subclass of this net or any callback acts on ``name``."""
+        if getattr(type(self), name) is not getattr(NeuralNet, name):
+            return True
+        base = getattr(Callback, name)
+        return any(
+            getattr(getattr(cb, name, None), "__func__", None) is not base
+            for _, cb in self.callbacks_
+        )
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """skorch's epoch of ``step_fn`` over ``iterator``, batch by batch.
+
+        As skorch's: ``on_batch_begin``/``on_batch_end`` around each step,
+        the batch loss and size in the history, the batch count; but a stack
+        records no batch entries (its summed loss is no member's: each
+        member's is in ``step["member_losses"]``), and then the batch events
+        are sent only when a callback acts on them.
+        """
+        if iterator is None:
+            return
+        record = not self.stacked
+        begin = record or self._hooked("on_batch_begin")
+        end = self._hooked("on_batch_end")
+        count = 0
+        for batch in iterator:
+            if begin:  # the net's own opens the history's batch entry
+                self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            if record:
+                self.history.record_batch(prefix + "_loss", step["loss"].item())
+                self.history.record_batch(prefix + "_batch_size", get_len(batch[0]))
+            if end:
+                self.notify("on_batch_end", batch=batch, training=training, **step)
+            count += 1
+        self.history.record(prefix + "_batch_count", count)
+
+    def train_step_single(self, batch, **fit_params):
+        """skorch's step; in a stack, members without rows in it do not step."""
+        if self.stacked:
+            counts = batch[1][2]
+            self.optimizer_.active = counts > 0
+            self.module_.row_counts = counts  # dropout masks over real rows
+        return self._with_members(super().train_step_single(batch, **fit_params))
+
+    def validation_step(self, batch, **fit_params):
+        """skorch's validation step (with each member's loss in a stack)."""
+        return self._with_members(super().validation_step(batch, **fit_params))
+
+    def _with_members(self, step):
+        losses = self.__dict__.pop("_member_losses", None)
+        if losses is not None:
+            step["member_losses"] = losses
+        return step
+
+    # ------------------------------------------------------------------ loss
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """The criterion's weighted mean loss, plus the penalty when training."""
+        """The criterion's weighted mean loss, plus the penalty when training.
+
+        A stack's criterion gives one loss per member; each gets its own
+        penalty, and the loss is their sum.
+        """
         loss = self.criterion_(y_pred, y_true)
-        if training and self.alpha > 0:
-            y, w = y_true
-            loss = loss + self.penalty(len(y) if w is None else w.sum())
+        if training:
+            w = y_true[1]
+            if loss.dim():  # per member: each member's total weight
+                loss = loss + self.penalty(w.sum(1))
+            elif any(c is not None for c in self._penalty_terms()[1:]):
+                loss = loss + self.penalty(len(y_true[0]) if w is None else w.sum())
+        if loss.dim():
+            self.__dict__["_member_losses"] = loss.detach()
+            loss = loss.sum()
         return loss
 
+    def _penalty_terms(self):
+        """``(weights, l2, l1)``, a coefficient None where nothing is penalized.
+
+        Floats for one network, ``(members,)`` tensors for a stack; the
+        module is walked once (cached, not pickled).
+        """
+        cached = self.__dict__.get("_penalty")
+        if cached is not None and cached[0] is self.module_:
+            return cached[1]
+        weights = penalized_weights(self.module_)
+        if np.ndim(self.alpha) == 0:
+            alpha, ratio = float(self.alpha), float(self.l1_ratio)
+            with_l2, with_l1 = alpha > 0 and ratio < 1, alpha > 0 and ratio > 0
+        else:
+            kw = {"dtype": weights[0].dtype, "device": weights[0].device}
+            alpha = torch.as_tensor(self.alpha, **kw)
+            ratio = torch.as_tensor(self.l1_ratio, **kw)
+            with_l2 = bool(((alpha > 0) & (ratio < 1)).any())
+            with_l1 = bool(((alpha > 0) & (ratio > 0)).any())
+        terms = (
+            weights,
+            0.5 * (1.0 - ratio) * alpha if with_l2 else None,
+            ratio * alpha if with_l1 else None,
+        )
+        self.__dict__["_penalty"] = (self.module_, terms)
+        return terms
+
     def penalty(self, n):
-        """sklearn's ``alpha/2 * ||W||^2 / n``, mixed with L1 by ``l1_ratio``."""
-        cached = self.__dict__.get("_penalized")  # the module is walked once
-        if cached is None or cached[0] is not self.module_:
-            cached = (self.module_, penalized_weights(self.module_))
-            self.__dict__["_penalized"] = cached
-        params = [p for p in cached[1] if p.requires_grad]  # phases freeze some
+        """scikit-learn's ``alpha/2 * ||W||^2 / n``, mixed with L1 by ``l1_ratio``.
+
+        ``n`` is the batch's total weight; for a stack, each member's
+        ``(members,)`` (a member without rows gets 0).
+        """
+        weights, l2, l1 = self._penalty_terms()
+        members = isinstance(n, torch.Tensor) and n.dim() > 0
+        if members:
+            weights = list(weights)
+
+            def total(t):
+                return t.sum((1, 2))
+        else:
+            weights = [p for p in weights if p.requires_grad]  # phases freeze some
+
+            def total(t):
+                return t.sum()
+
         value = 0.0
-        if self.l1_ratio < 1:
-            squares = sum((p * p).sum() for p in params)
-            value = (0.5 * (1.0 - self.l1_ratio) * self.alpha) * squares
-        if self.l1_ratio > 0:
-            value = value + (self.l1_ratio * self.alpha) * sum(
-                p.abs().sum() for p in params
-            )
-        return value / n
+        if l2 is not None:
+            value = l2 * sum(total(W * W) for W in weights)
+        if l1 is not None:
+            value = value + l1 * sum(total(W.abs()) for W in weights)
+        if not members:
+            return value / n
+        if l2 is None and l1 is None:
+            return torch.zeros_like(n)
+        return torch.where(n > 0, value / n.clamp_min(torch.finfo(n.dtype).tiny), 0.0)
+
+    # ------------------------------------------------------------------ stacks
+
+    def keep_members(self, index):
+        """Keep the members ``index`` only: module, optimizer and penalties."""
+        index = list(index)
+        self.alpha = [self.alpha[i] for i in index]
+        self.l1_ratio = [self.l1_ratio[i] for i in index]
+        self.__dict__.pop("_penalty", None)
+        self.module_.keep_members(index)
+        self.optimizer_ = self.optimizer_.kept(index, self.module_.parameters())
 
 
 # --------------------------------------------------------------------------- the run
@@ -293,11 +433,6 @@ def build_net(
     return net
 
 
-# Set by a Ctrl-C caught in :func:`_sigint_flag`: training in other threads
-# (a search's stacks) sees it at its next batch and stops too.
-USER_INTERRUPT = threading.Event()
-
-
 @contextmanager
 def _sigint_flag():
     """Note a Ctrl-C (SIGINT) while training, then let it do what it does.
@@ -337,29 +472,41 @@ def _sigint_flag():
         signal.signal(signal.SIGINT, previous)
 
 
-def train(net, dataset, plan):
-    """Run skorch's ``partial_fit`` on ``dataset``; True when Ctrl-C cut it short.
+def run_epochs(net, dataset, epochs=None):
+    """skorch's ``partial_fit`` for ``epochs``; True when a Ctrl-C cut it short.
 
-    A stop requested by a callback (``KeyboardInterrupt`` raised by
-    :class:`EpochMonitor`, or by skorch's own ``EarlyStopping``) ends training
-    normally, as skorch intends. A user's Ctrl-C also ends skorch's loop
-    cleanly, and is reported here so that the caller can keep the completed
-    epochs and then re-raise it. The epoch that was cut short is dropped from
-    the history.
+    The one way sknets runs epochs, for one network (:func:`train`) and for a
+    stack (:meth:`~sknets._members.MemberRun.advance`): ``epochs`` None runs
+    the net's ``max_epochs``. A stop requested by a callback
+    (``KeyboardInterrupt`` raised by a monitor, or by skorch's own
+    ``EarlyStopping``) ends training normally, as skorch intends; a user's
+    Ctrl-C also ends skorch's loop cleanly, and is reported (see
+    :func:`_sigint_flag`). Running out of device memory says what to change.
     """
-    start = len(net.history)
     with _sigint_flag() as flag:
         try:
-            net.partial_fit(dataset, None)
+            net.partial_fit(dataset, None, epochs=epochs)
         except torch.OutOfMemoryError as exc:
             raise torch.OutOfMemoryError(
-                f"{plan.device} ran out of memory while training with batch_size="
-                f"{plan.batch_size}. Use a smaller batch_size, a smaller network, "
+                f"{net.device} ran out of memory while training with batch_size="
+                f"{net.batch_size}. Use a smaller batch_size, a smaller network, "
                 f"dtype='float32', or device='cpu'. ({exc})"
             ) from exc
+    return flag["interrupted"]
+
+
+def train(net, dataset):
+    """Train one network to its plan's end; True when Ctrl-C cut it short.
+
+    :func:`run_epochs`, then the epoch that was cut short (if any) is dropped
+    from the history, so that the caller can keep the completed epochs and
+    re-raise the interrupt.
+    """
+    start = len(net.history)
+    interrupted = run_epochs(net, dataset)
     monitor = dict(net.callbacks_)["monitor"]
     del net.history[start + monitor.epochs_run :]  # an epoch cut short, if any
-    return flag["interrupted"]
+    return interrupted
 
 
 class Rollback:

@@ -1,21 +1,34 @@
 """The end of every epoch: scikit-learn's stopping rules as skorch callbacks.
 
-:func:`epoch_rules` (tolerance, ``n_iter_no_change``, early stopping,
-divergence) on a :class:`StoppingState`; :class:`EpochMonitor` applies them
-and the SGD schedules, :class:`PhaseSwitch` the learning-rate phases;
-:class:`StopTraining` ends skorch's ``fit_loop``.
+One stopping state (:class:`StoppingState`) and one end of epoch
+(:func:`end_epoch`: sample count, divergence, validation, then
+:func:`epoch_rules`: tolerance, ``n_iter_no_change``, early stopping, the SGD
+schedules) for every network that trains, alone or as a member of a stack.
+Two monitors apply it: :class:`EpochMonitor` to one network (skorch's history,
+``verbose``, phases, scikit-learn's epoch callbacks) and
+:class:`MemberMonitor` to each member of a stack (its own history, its hand-over
+at the epoch counts a search asked for). :class:`PhaseSwitch` walks the
+learning-rate phases; :class:`StopTraining` ends skorch's ``fit_loop``.
 """
 
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback
 
-from sknets._losses import validation_score
+from sknets._losses import WeightedLoss, validation_score
+from sknets._plan import TrainedState
+
+# Set by a Ctrl-C caught while training (``sknets._engine._sigint_flag``):
+# training in other threads (a search's stacks) sees it at its next batch and
+# stops too.
+USER_INTERRUPT = threading.Event()
 
 
 class StopTraining(KeyboardInterrupt):
@@ -100,6 +113,61 @@ def epoch_rules(rules, state, loss, score=None):
         lr = state.learning_rate
         return False, improved, f"{msg} Setting learning rate to {lr:f}"
     return True, improved, f"{msg} Stopping."
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What the end of one epoch decided for one network (:func:`end_epoch`)."""
+
+    diverged: bool = False
+    valid: tuple | None = None  # (validation loss, validation score)
+    stop: bool = False
+    improved: bool = False
+    message: str | None = None
+    lr_changed: bool = False
+
+
+def end_epoch(rules, state, n_rows, loss, validate=None):
+    """One network's end of epoch, scikit-learn's way, on ``state`` in place.
+
+    Parameters
+    ----------
+    rules : StoppingRules
+        The plan's rules.
+    state : StoppingState
+        Changed in place: ``t`` (samples seen) and what :func:`epoch_rules`
+        changes.
+    n_rows : int
+        Training rows of the epoch.
+    loss : float
+        The epoch's training loss.
+    validate : callable or None
+        ``validate() -> (loss, score)`` on the validation rows; called only
+        when the loss is finite.
+
+    Returns
+    -------
+    EpochEnd
+        Diverged (nothing else was done), the validation loss and score,
+        whether to stop, whether the score improved (keep these weights), the
+        rules' message, whether the learning rate changed.
+    """
+    state.t += n_rows
+    if not math.isfinite(loss):
+        return EpochEnd(diverged=True)
+    valid = None if validate is None else validate()
+    if not rules.stochastic:
+        return EpochEnd(valid=valid)
+    lr = state.learning_rate
+    score = None if valid is None else valid[1]
+    stop, improved, message = epoch_rules(rules, state, loss, score)
+    return EpochEnd(
+        valid=valid,
+        stop=stop,
+        improved=improved,
+        message=message,
+        lr_changed=state.learning_rate != lr,
+    )
 
 
 class PhaseSwitch(Callback):
@@ -248,19 +316,29 @@ class EpochMonitor(Callback):
     def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         self._close_bar()
         h = net.history
-        loss = h[-1, "train_loss"]
-        self.state.t += len(dataset_train)
-        if not math.isfinite(loss):
+        validate = None
+        if dataset_valid is not None:
+            validate = partial(self._validate, net, dataset_valid)
+        end = end_epoch(
+            self.rules, self.state, len(dataset_train), h[-1, "train_loss"], validate
+        )
+        if end.diverged:
             self.stop_reason = "diverged"
             raise StopTraining
         self.epochs_run += 1
-        if dataset_valid is not None:
-            valid_loss, score = self._validate(net, dataset_valid)
-            h.record("valid_loss", valid_loss)  # exact weighted mean, not per batch
-            h.record("valid_score", score)
+        if end.valid is not None:
+            h.record("valid_loss", end.valid[0])  # exact weighted mean, not per batch
+            h.record("valid_score", end.valid[1])
         if self.verbose:
             self._print(h[-1], time.perf_counter() - self._start)
-        stop = self._end_of_epoch_rules(net, loss) if self.rules.stochastic else False
+        if end.improved:
+            self.state.best_state = clone_state(net.module_)
+            self.state.best_epoch = len(h)
+        if end.lr_changed:
+            self._set_lr(net, self.state.learning_rate)
+        if end.message and self.verbose:
+            print(end.message, flush=True)
+        stop = end.stop
         if stop:
             phases = dict(net.callbacks_).get("phases")
             if phases is not None and phases.has_next():
@@ -286,20 +364,6 @@ class EpochMonitor(Callback):
         score = validation_score(self.rules.score, raw, y, w, self.out_activation)
         return valid_loss, float(score)
 
-    def _end_of_epoch_rules(self, net, loss):
-        """scikit-learn's stopping and schedule rules; True means stop now."""
-        score = net.history[-1, "valid_score"] if self.rules.early_stopping else None
-        lr = self.state.learning_rate
-        stop, improved, message = epoch_rules(self.rules, self.state, loss, score)
-        if improved:
-            self.state.best_state = clone_state(net.module_)
-            self.state.best_epoch = len(net.history)
-        if self.state.learning_rate != lr:
-            self._set_lr(net, self.state.learning_rate)
-        if message and self.verbose:
-            print(message, flush=True)
-        return stop
-
     def _set_lr(self, net, lr):
         self.state.learning_rate = lr
         for group in net.optimizer_.param_groups:
@@ -310,6 +374,130 @@ class EpochMonitor(Callback):
         print(f"Iteration {row['epoch']}, loss = {row['train_loss']:.8f}", flush=True)
         if "valid_score" in row:
             print(f"Validation score: {row['valid_score']:f}", flush=True)
+
+
+# --------------------------------------------------------------------------- members
+
+
+class MemberMonitor(Callback):
+    """scikit-learn's end-of-epoch logic for every member, and their hand-over.
+
+    After each epoch: each live member's training loss (the mean of its batch
+    losses weighted by their rows, as skorch's ``train_loss``), its
+    validation loss and score (``early_stopping``), its stopping rules and
+    learning-rate schedule (:func:`~sknets._epochs.epoch_rules`). At each of
+    its epoch counts a member's :class:`~sknets._plan.TrainedState` is kept;
+    at its last, or when its rules stop it, it is frozen. The run ends when
+    every member is.
+    """
+
+    def __init__(self, specs):
+        self.specs = list(specs)
+        self.out_activation = self.specs[0].plan.out_activation
+
+    def on_train_begin(self, net, **kwargs):
+        if hasattr(self, "states"):  # a resumed run (MemberRun.advance) goes on
+            return
+        M = len(self.specs)
+        self.states = [
+            StoppingState(learning_rate=s.plan.lr, base_learning_rate=s.plan.lr)
+            for s in self.specs
+        ]
+        self.rows = [[] for _ in range(M)]
+        self.results = [{} for _ in range(M)]
+        self.live = [True] * M
+        self.n_train = [len(s.rows) for s in self.specs]
+        self.start = time.perf_counter()
+
+    def keep_members(self, index):
+        """Keep the members ``index`` only (their results stay with the run)."""
+        for name in ("specs", "states", "rows", "results", "live", "n_train"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in index])
+
+    def on_epoch_begin(self, net, **kwargs):
+        self._epoch_start = time.perf_counter()
+        like = net.module_.weights[0]
+        self._loss = torch.zeros(len(self.specs), dtype=like.dtype, device=like.device)
+        self._rows = torch.zeros_like(self._loss)
+        self._valid = []
+
+    def on_batch_end(
+        self, net, batch=None, training=False, member_losses=None, y_pred=None, **kwargs
+    ):
+        if USER_INTERRUPT.is_set():  # Ctrl-C in the main thread: stop here
+            raise StopTraining
+        counts = batch[1][2]
+        if training:
+            self._loss += member_losses * counts
+            self._rows += counts
+        else:
+            self._valid.append((y_pred.detach(), batch[1]))
+
+    def _validate(self, m):
+        count = int(len(self.specs[m].valid_rows))
+        raw = torch.cat([out[m] for out, _ in self._valid])[:count]
+        y = torch.cat([t[0][m] for _, t in self._valid])[:count]
+        w = None
+        if self._weighted:
+            w = torch.cat([t[1][m] for _, t in self._valid])[:count]
+        loss = float(WeightedLoss(self.out_activation)(raw, (y, w)))
+        score = validation_score(
+            self.specs[m].plan.stopping.score, raw, y, w, self.out_activation
+        )
+        return loss, float(score)
+
+    def on_epoch_end(self, net, dataset_train=None, **kwargs):
+        self._weighted = dataset_train.w is not None
+        losses = (self._loss / self._rows.clamp_min(1)).tolist()
+        seconds = time.perf_counter() - self.start
+        for m, spec in enumerate(self.specs):
+            if not self.live[m]:
+                continue
+            validate = None if spec.valid_rows is None else partial(self._validate, m)
+            state = self.states[m]
+            end = end_epoch(
+                spec.plan.stopping, state, self.n_train[m], losses[m], validate
+            )
+            if end.diverged:
+                self._end(net, m, "diverged", seconds)
+                continue
+            row = {"epoch": len(self.rows[m]) + 1, "train_loss": losses[m]}
+            if end.valid is not None:
+                row["valid_loss"], row["valid_score"] = end.valid
+            row["dur"] = time.perf_counter() - self._epoch_start
+            self.rows[m].append(row)
+            if end.improved:
+                state.best_state = net.module_.member_state(m)
+                state.best_epoch = len(self.rows[m])
+            if end.lr_changed:
+                net.optimizer_.member_lr[m] = state.learning_rate
+            epoch = len(self.rows[m])
+            if end.stop:
+                self._end(net, m, "converged", seconds)
+            elif epoch == spec.epochs[-1]:
+                self._end(net, m, None, seconds)
+            elif epoch in spec.epochs:
+                self.results[m][epoch] = self._state(net, m, None, seconds)
+        if not any(self.live):
+            raise StopTraining
+
+    def _state(self, net, m, reason, seconds):
+        return TrainedState(
+            module_state=net.module_.member_state(m),
+            history=tuple(dict(r) for r in self.rows[m]),
+            state=replace(self.states[m]),
+            stop_reason=reason,
+            seconds=seconds,
+        )
+
+    def _end(self, net, m, reason, seconds):
+        """Member ``m``'s run is over: every epoch count left gets this state."""
+        final = self._state(net, m, reason, seconds)
+        for epoch in self.specs[m].epochs:
+            self.results[m].setdefault(epoch, final)
+        self.live[m] = False
+        net.optimizer_.live[m] = False
 
 
 def clone_state(module):

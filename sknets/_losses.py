@@ -45,8 +45,11 @@ def penalized_weights(module):
     """Weights of the linear and convolutional layers (biases and norms excluded).
 
     The parameters themselves: an input-major first layer's ``weight_t`` (its
-    sums of squares and of absolute values are the weight's).
+    sums of squares and of absolute values are the weight's); a stacked
+    module's ``(members, in, out)`` weights (its ``penalized()``).
     """
+    if hasattr(module, "penalized"):
+        return list(module.penalized())
     kinds = (nn.Linear, nn.Conv1d, nn.Conv2d)
     return [
         getattr(m, "weight_t", None) if hasattr(m, "weight_t") else m.weight
@@ -69,7 +72,10 @@ def output_activation(raw, out_activation):
 class WeightedLoss(nn.Module):
     """skorch's criterion: ``sum(w * l) / sum(w)`` of :func:`sample_losses`.
 
-    ``y_true`` is the ``(y, w)`` pair of a batch (``w`` None: the plain mean).
+    ``y_true`` is the ``(y, w)`` pair of a batch (``w`` None: the plain mean),
+    or the ``(y, w, counts)`` of a stacked batch (``raw`` is ``(members, rows,
+    outputs)``): then each member's weighted mean, a ``(members,)`` tensor
+    (padding rows have weight 0; a member without rows has loss 0).
     """
 
     def __init__(self, out_activation="identity"):
@@ -77,6 +83,8 @@ class WeightedLoss(nn.Module):
         self.out_activation = out_activation
 
     def forward(self, raw, y_true):
+        if len(y_true) == 3:
+            return self._per_member(raw, *y_true[:2])
         y, w = y_true
         if w is None:  # the same means, in one reduction (fewer kernels)
             act = self.out_activation
@@ -89,6 +97,16 @@ class WeightedLoss(nn.Module):
             if act == "identity":
                 return 0.5 * F.mse_loss(raw, y.to(raw.dtype).reshape(raw.shape))
         return weighted_mean(sample_losses(raw, y, self.out_activation), w)
+
+    def _per_member(self, raw, y, w):
+        M, B = raw.shape[:2]
+        losses = sample_losses(
+            raw.reshape(M * B, *raw.shape[2:]),
+            y.reshape(M * B, *y.shape[2:]),
+            self.out_activation,
+        ).reshape(M, B)
+        total = w.sum(1)
+        return (w * losses).sum(1) / total.clamp_min(torch.finfo(total.dtype).tiny)
 
 
 class Probabilities:

@@ -47,7 +47,7 @@ def epoch_counter(monkeypatch):
     member of a stacked network; a fit that adopts a state trains nothing.
     ``stacked`` lists ``(members, first hidden width)`` of every stacked run.
     """
-    from sknets import _members
+    from sknets import _epochs, _members
     from sknets._base import _BaseNet
 
     counts = {"runs": 0, "epochs": 0, "stacked": []}
@@ -66,7 +66,7 @@ def epoch_counter(monkeypatch):
         counts["runs"] += len(specs)
         counts["stacked"].append((len(specs), int(module.weights[0].shape[-1])))
 
-    epoch_end = _members.MemberMonitor.on_epoch_end
+    epoch_end = _epochs.MemberMonitor.on_epoch_end
 
     def counting_epochs(self, net, **kwargs):
         counts["epochs"] += sum(self.live)  # every live member trained an epoch
@@ -74,5 +74,5 @@ def epoch_counter(monkeypatch):
 
     monkeypatch.setattr(_BaseNet, "_fit_body", counting)
     monkeypatch.setattr(_members.MemberRun, "__init__", counting_run)
-    monkeypatch.setattr(_members.MemberMonitor, "on_epoch_end", counting_epochs)
+    monkeypatch.setattr(_epochs.MemberMonitor, "on_epoch_end", counting_epochs)
     return counts

@@ -583,7 +583,7 @@ def _ctrl_c_after(n_steps):
 def _clear_interrupt():
     # a Ctrl-C sets sknets' process-wide interrupt flag; a new search clears
     # it, and so does this fixture, for whatever else runs in this process
-    from sknets._engine import USER_INTERRUPT
+    from sknets._epochs import USER_INTERRUPT
 
     yield
     USER_INTERRUPT.clear()

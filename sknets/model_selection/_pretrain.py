@@ -37,7 +37,8 @@ from sklearn.base import clone
 from sklearn.utils.parallel import Parallel, delayed
 
 from sknets import _registry as registry
-from sknets._engine import USER_INTERRUPT, _sigint_flag
+from sknets._engine import _sigint_flag
+from sknets._epochs import USER_INTERRUPT
 from sknets._members import MemberRun, MemberSpec
 from sknets.model_selection._runs import (
     EPOCH_PARAM,
