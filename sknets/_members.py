@@ -233,11 +233,12 @@ class MemberRun:
         self.net.keep_members(index)
         data = self.data
         self.data = data.with_rows(
-            [data.rows[i] for i in index], [data.generators[i] for i in index]
+            [data.member_rows[i] for i in index],
+            [data.generators[i] for i in index],
         )
         if self.valid is not None:
             self.valid = self.valid.with_rows(
-                [self.valid.rows[i] for i in index], self.data.generators
+                [self.valid.member_rows[i] for i in index], self.data.generators
             )
             self.net.train_split = self._split()
         return self

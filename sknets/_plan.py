@@ -7,7 +7,7 @@ so phases (fine-tuning), warm starts and searches are plans, never temporary
 edits of the estimator.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 import numpy as np
@@ -146,10 +146,24 @@ class TrainingPlan:
         if self.forward_compile is not None:
             set_(self, "forward_compile", MappingProxyType(dict(self.forward_compile)))
 
+    def __reduce__(self):
+        # the read-only mappings do not pickle: the plan travels as its
+        # fields (a search's stacks trained in processes, Dask workers) and
+        # is rebuilt, read-only again, on the other side
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["optimizer_kwargs"] = dict(self.optimizer_kwargs)
+        if self.forward_compile is not None:
+            values["forward_compile"] = dict(self.forward_compile)
+        return (_rebuilt, (type(self), values))
+
     @property
     def lr(self):
         """The learning rate the optimizer is built with (the first phase's)."""
         return self.phases[0].lr
+
+
+def _rebuilt(cls, values):
+    return cls(**values)
 
 
 @dataclass(frozen=True)
