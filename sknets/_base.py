@@ -14,10 +14,8 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import (
-    check_is_fitted,
     validate_data,
 )
-from skorch.callbacks import Callback
 
 from sknets import _registry as registry
 from sknets._compat import (
@@ -30,25 +28,16 @@ from sknets._compat import (
     fit_context,
     with_callbacks,
 )
-from sknets._data import ArrayDataset, as_tensor
+from sknets._data import ArrayDataset
 from sknets._device import move_net, resolve_device
-from sknets._engine import (
-    Rollback,
-    build_net,
-    draws_random,
-    predict_raw,
-    prediction_rows,
-    seeded,
-    train,
-    widest_activation,
-)
+from sknets._engine import Rollback, build_net, draws_random, seeded, train
+from sknets._epoch_tasks import EpochTasks, _with_epoch_tasks
 from sknets._epochs import StoppingState
 from sknets._fitted import _FittedMixin
-from sknets._losses import output_activation
 from sknets._pickling import _PortableStateMixin
 from sknets._plan import PreparedFit
 from sknets._planning import _STOCHASTIC_SOLVERS, _PlanMixin
-from sknets._summary import layer_summary
+from sknets._predicting import _PredictMixin
 from sknets._validation import assert_finite, check_representable
 
 
@@ -61,71 +50,13 @@ def _check_solver(est):
     return True
 
 
-class EpochTasks(Callback):
-    """scikit-learn's callback API inside the training loop: one task per epoch.
-
-    The fit is the root task of the estimator's callback context (see
-    ``sklearn.callback``); every epoch is a sub-task named ``"epoch"``, begun
-    when the epoch begins and ended when it is complete, with the fit's
-    ``X``, ``y`` and ``sample_weight`` metadata. Its ``fitted_estimator`` is
-    the estimator as if ``fit`` had stopped after that epoch (the network's
-    current weights, valid while the hook runs). A hook that returns True ends
-    training after that epoch. :meth:`finish` ends the fit's task and drops
-    the references to the data and the context.
-    """
-
-    def __init__(self, context, estimator, X, y, metadata, attributes):
-        self.context, self.estimator = context, estimator
-        self.X, self.y, self.metadata = X, y, metadata
-        self.attributes = attributes
-        self.task = None
-
-    def _data(self):
-        return {"X": self.X, "y": self.y, "metadata": self.metadata}
-
-    def on_epoch_begin(self, net, **kwargs):
-        task = self.context.subcontext(task_name="epoch")
-        self.task = task.call_on_fit_task_begin(
-            estimator=self.estimator, **self._data()
-        )
-
-    def end_epoch(self, net):
-        """End this epoch's task; True when a callback asks to stop."""
-        task, self.task = self.task, None
-        if task is None:
-            return False
-        attributes = self.attributes
-        return task.call_on_fit_task_end(
-            estimator=self.estimator,
-            reconstruction_attributes=lambda: {**attributes, "net_": net},
-            **self._data(),
-        )
-
-    def on_train_end(self, net, **kwargs):
-        if self.task is not None:  # an epoch that did not complete
-            self.task.call_on_fit_task_end(estimator=self.estimator)
-            self.task = None
-
-    def finish(self):
-        """End the fit's task; drop every reference to the data."""
-        self.context.call_on_fit_task_end(estimator=self.estimator, **self._data())
-        self.task = self.context = self.estimator = self.attributes = None
-        self.X = self.y = self.metadata = None
-
-
-def _with_epoch_tasks(epoch_callback, tasks):
-    """``epoch_callback`` that also ends the epoch's task (True: stop)."""
-
-    def on_epoch(epoch, net, monitor, stopping):
-        if epoch_callback is not None:
-            epoch_callback(epoch, net, monitor, stopping)
-        return tasks.end_epoch(net)
-
-    return on_epoch
-
-
 class _BaseNet(
-    *CALLBACK_BASES, _PlanMixin, _FittedMixin, _PortableStateMixin, BaseEstimator
+    *CALLBACK_BASES,
+    _PlanMixin,
+    _FittedMixin,
+    _PredictMixin,
+    _PortableStateMixin,
+    BaseEstimator,
 ):
     """Base class of every sknets network estimator.
 
@@ -613,79 +544,6 @@ class _BaseNet(
                     autocast=bool(self.autocast),
                 )
         return self
-
-    # ---------------------------------------------------------- persistence
-
-    # ----------------------------------------------------------- inspection
-
-    def summary(self):
-        """Layer table of the fitted network.
-
-        Returns
-        -------
-        table : pandas.DataFrame
-            One row per layer (``layer``, ``type``, ``output_shape``,
-            ``params``, ``trainable``) and a last ``Total`` row.
-        """
-        check_is_fitted(self)
-        return layer_summary(self.module_, (1, self.n_features_in_))
-
-    # -------------------------------------------------------------- predict
-
-    def _predict_batch_rows(self, module, X):
-        """Rows of ``X`` per forward pass when predicting or validating.
-
-        As many as keep the widest activation of a batch near 4 million
-        values (16 MB of float32): few Python round trips, and intermediate
-        results that stay in cache (a digit CNN predicts 2.8x faster in
-        batches of 200 rows than in one batch of 10,000), between 64 and
-        8192 rows. Sparse rows that the network multiplies directly count
-        by their stored values, not their width.
-        """
-        n_features = X.shape[1]
-        cached = self.__dict__.get("_widest")  # one dry run per network
-        if cached is None or cached[0] is not module or cached[1] != n_features:
-            layers = widest_activation(module, n_features)
-            cached = (
-                module,
-                n_features,
-                layers,
-                prediction_rows(max(layers, n_features)),
-            )
-            self._widest = cached
-        if sp.issparse(X) and self._sparse_batches:
-            return prediction_rows(max(cached[2], X.nnz / max(X.shape[0], 1)))
-        return cached[3]
-
-    def _forward(self, X):
-        """Activated outputs, shape (n_samples, n_outputs).
-
-        float32 when both the network and ``X`` are float32, else float64: the
-        precision scikit-learn's MLP gives (NumPy's promotion of the two).
-        """
-        if "net_" not in self.__dict__:
-            check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
-        dtype, device = self._dtype, self._device
-        check_representable(X, dtype)
-        net = self.net_
-        rows = self._predict_batch_rows(net.module_, X)
-        if X.shape[0] <= rows and not sp.issparse(X):
-            data = as_tensor(X, dtype, device)  # one dense batch: no dataset
-        else:
-            data = ArrayDataset(
-                X,
-                device=device,
-                dtype=dtype,
-                lazy=True,
-                sparse_batches=self._sparse_batches,
-            )
-        raw = predict_raw(net.module_, data, rows, net.infer)
-        out = output_activation(raw, self.out_activation_)
-        single = dtype == torch.float32 and X.dtype == np.float32
-        return out.to(
-            device="cpu", dtype=torch.float32 if single else torch.float64
-        ).numpy()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from sknets._engine import build_net, prediction_rows
+from sknets._engine import build_net
 from sknets._epochs import StoppingState
+from sknets._predicting import prediction_rows
 from sknets._restore import restore_module
 
 _HISTORY_KEYS = ("epoch", "train_loss", "valid_loss", "valid_score", "dur")

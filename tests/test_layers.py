@@ -50,6 +50,8 @@ LAYERS = [
         "estimators",
         (
             "sknets._planning",
+            "sknets._predicting",
+            "sknets._epoch_tasks",
             "sknets._fitted",
             "sknets._base",
             "sknets._heads",
