@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
+from joblib import parallel_config
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import loguniform
 from sklearn import model_selection as skms
@@ -599,7 +600,7 @@ def test_ctrl_c_stops_stacks_in_threads_promptly(digits):
     search = GridSearchCV(est, grid, cv=3, n_jobs=2, refit=False)
     start = time.perf_counter()
     with _ctrl_c_after(40) as info:  # both stacks are training
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt), parallel_config(backend="threading"):
             search.fit(X, y)
         stopped = time.perf_counter()
         assert info["sent"] is not None and info["steps"][0] >= 40
@@ -612,6 +613,79 @@ def test_ctrl_c_stops_stacks_in_threads_promptly(digits):
         assert info["steps"][0] == after
 
     # the interrupt is over: the next search trains as usual
+    grid = {"hidden_layer_sizes": [(4,), (8,)], "max_iter": [1, 2]}
+    again = GridSearchCV(_mlp(), grid, cv=2, n_jobs=2, refit=False).fit(X, y)
+    theirs = skms.GridSearchCV(_mlp(), grid, cv=2, refit=False).fit(X, y)
+    _assert_same_results(again, theirs)
+
+
+forking = pytest.mark.skipif(
+    _pretrain.stack_backend({}, {torch.device("cpu")}, 2, 2) is None,
+    reason="stacks train in forked processes only where multiprocessing forks",
+)
+
+
+@forking
+def test_stacks_train_in_forked_processes_with_the_same_results(digits):
+    X, y = digits
+    grid = {"hidden_layer_sizes": [(4,), (8,)], "alpha": [1e-4, 1e-2]}
+    forked = GridSearchCV(_mlp(), grid, cv=3, n_jobs=2).fit(X, y)
+    assert forked.stacking_["workers"] == "processes"
+    assert len(forked.stacking_["stacks"]) >= 2
+    with parallel_config(backend="threading"):
+        threads = GridSearchCV(_mlp(), grid, cv=3, n_jobs=2).fit(X, y)
+    assert threads.stacking_["workers"] == "threads"
+    for key in forked.cv_results_:
+        if "_test_" in key or "_train_" in key:
+            assert_array_equal(forked.cv_results_[key], threads.cv_results_[key])
+    theirs = skms.GridSearchCV(_mlp(), grid, cv=3).fit(X, y)
+    _assert_same_results(forked, theirs)
+    # one job, big data or a thread of its own: threads
+    assert _pretrain.stack_backend({}, {torch.device("cpu")}, 1, 2) is None
+    big = {0: (np.zeros(_pretrain.FORK_BYTES // 8 + 1), None, None)}
+    assert _pretrain.stack_backend(big, {torch.device("cpu")}, 2, 2) is None
+    seen = []
+    worker = threading.Thread(
+        target=lambda: seen.append(
+            _pretrain.stack_backend({}, {torch.device("cpu")}, 2, 2)
+        )
+    )
+    worker.start()
+    worker.join()
+    assert seen == [None]
+
+
+@forking
+@posix_main_thread
+@pytest.mark.usefixtures("_clear_interrupt")
+def test_ctrl_c_stops_forked_stacks_promptly(digits):
+    import multiprocessing
+
+    X, y = digits
+    est = _mlp(max_iter=5000)  # well over 20 s to train
+    grid = {"alpha": [1e-4, 1e-3, 1e-2, 1e-1]}
+    search = GridSearchCV(est, grid, cv=3, n_jobs=2, refit=False)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sent = {}
+
+    def interrupt():
+        sent["at"] = time.perf_counter()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(2.0, interrupt)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search.fit(X, y)
+        stopped = time.perf_counter()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert "at" in sent and stopped - sent["at"] < 5
+    deadline = time.perf_counter() + 5
+    while multiprocessing.active_children() and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()  # no worker trains on
     grid = {"hidden_layer_sizes": [(4,), (8,)], "max_iter": [1, 2]}
     again = GridSearchCV(_mlp(), grid, cv=2, n_jobs=2, refit=False).fit(X, y)
     theirs = skms.GridSearchCV(_mlp(), grid, cv=2, refit=False).fit(X, y)

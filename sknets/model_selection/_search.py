@@ -253,7 +253,10 @@ class GridSearchCV(_EpochSharingMixin, _SkGridSearchCV):
         How the runs were trained ahead: ``members`` (runs trained as stacked
         members), ``stacks`` (members per stacked network, in training order)
         and ``member_bytes`` (planned memory per member of each stack:
-        weights, gradients, two Adam moments, one batch of activations).
+        weights, gradients, two Adam moments, one batch of activations);
+        with stacks, ``workers``: ``"processes"`` when they trained in forked
+        processes (small data on the CPU, several stacks and jobs, no joblib
+        backend chosen), else ``"threads"`` (or the joblib backend set).
 
     See Also
     --------
