@@ -216,3 +216,58 @@ CALLBACKS = """\
         history key, loggers. Each fit runs copies (the parameter is never
         changed); the fitted ones are in ``net_.callbacks_``.
 """
+
+# the pretrained-backbone estimators' image parameters
+PRETRAINED_IMAGES = """\
+    backbone : str, torch.nn.Module or callable, default='squeezenet1_1'
+        The pretrained network: a built-in name (``'squeezenet1_1'``,
+        ``'resnet20_cifar'``, ``'resnet56_cifar'``), a torchvision model name
+        (``'resnet18'``, ...; only where torchvision imports), any
+        ``torch.nn.Module`` (copied in ``fit``, never modified), or a class or
+        function that returns one (called in ``fit``).
+
+    weights : str, path-like or None, default='default'
+        Where the pretrained weights come from. ``'default'``: the backbone's
+        usual weights. For ``'squeezenet1_1'`` (ImageNet, MIT license) and
+        ``'resnet20_cifar'`` (CIFAR-10, BSD-2-Clause) they are bundled with
+        sknets (float16); for ``'resnet56_cifar'`` they are downloaded on
+        first use (SHA-256 checked) into the cache folder ``$SKNETS_HOME``
+        (default ``~/.cache/sknets``) and read from there afterwards; for a
+        module, its own current weights; for a torchvision name, the file in
+        torch's hub cache. A weight set's name (``'squeezenet1_1_imagenet'``,
+        ``'resnet20_cifar10'``, ``'resnet56_cifar10'``) is resolved the same
+        way, any other name as ``<name>.safetensors`` (or ``.pt``, ``.pth``,
+        ``.th``) in the cache folder. A path to a ``.pt``/``.pth``/``.th``
+        (``torch.load(weights_only=True)``) or ``.safetensors`` state dict is
+        read as it is; None gives a random initialization seeded by
+        ``random_state``. ``SKNETS_OFFLINE=1`` forbids downloads and
+        ``SKNETS_WEIGHTS_URL`` names a mirror (user guide, *Transfer
+        learning*). Missing weights raise a ``FileNotFoundError``, an
+        unreachable server a ``ConnectionError``, each saying which file to
+        put where.
+
+    layer : str or None, default=None
+        Name of the module (as in ``backbone.named_modules()``) whose output
+        gives the features, global-average pooled when it is a feature map.
+        None: the penultimate layer, i.e. the input of the backbone's last
+        module (the pooled features before the classifier).
+
+    input_shape : tuple of int or None, default=None
+        Shape ``(channels, height, width)`` or ``(height, width)`` of each
+        flat row of a 2-D ``X``. Not needed for image arrays of shape
+        ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)``, which are read
+        by the image input rule that all image estimators share (user guide,
+        *Image input*). Without it, rows of a 2-D ``X`` go to a user module
+        as they are.
+
+    resize : 'auto', int, tuple of int or None, default='auto'
+        Size the images are resized to (bilinear) before the backbone;
+        ``'auto'`` is the backbone's native size (224 for SqueezeNet, 32 for
+        the CIFAR ResNets, none for a user module); None keeps the size.
+
+    normalize : bool, default=True
+        Apply the backbone's own input normalization (e.g. BGR mean-pixel
+        subtraction for SqueezeNet, ImageNet mean/std for the ResNets).
+        ``uint8`` input is always mapped to ``[0, 1]`` first; float input is
+        taken to be in ``[0, 1]`` already.
+"""

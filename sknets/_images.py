@@ -29,10 +29,14 @@ to be in ``[0, 1]`` already; :class:`~sknets.ConvNetClassifier` takes values
 as they are.
 """
 
+import os
 from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
+from torch import nn
+
+from sknets._compat import Interval, StrOptions
 
 
 def _image_shape(input_shape):
@@ -166,3 +170,20 @@ def _fold_uint8(X):
     if X.dtype == np.uint8:
         return X.astype(np.float32) / np.float32(255.0)
     return X
+
+
+# parameter constraints of the pretrained-backbone estimators' image parameters
+PRETRAINED_CONSTRAINTS = {
+    "backbone": [str, nn.Module, callable],
+    "layer": [None, str],
+    "weights": [None, str, os.PathLike],
+    "input_shape": [None, tuple, list],
+    "resize": [
+        None,
+        StrOptions({"auto"}),
+        Interval(Integral, 1, None, closed="left"),
+        tuple,
+        list,
+    ],
+    "normalize": ["boolean"],
+}

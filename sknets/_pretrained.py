@@ -8,7 +8,6 @@ files or downloaded once into the cache folder (``sknets._weights``).
 """
 
 import copy
-import os
 import warnings
 from numbers import Integral, Real
 
@@ -22,14 +21,19 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
-from torch import nn
 
 from sknets import _catalog, _docs
 from sknets._base import _BaseNet
-from sknets._compat import Interval, StrOptions, fit_context
+from sknets._compat import Interval, fit_context
 from sknets._device import resolve_device
 from sknets._heads import CLASS_WEIGHT_CONSTRAINT, _ClassifierNet
-from sknets._images import _check_image_rows, _fold_uint8, _image_input, _target_size
+from sknets._images import (
+    PRETRAINED_CONSTRAINTS,
+    _check_image_rows,
+    _fold_uint8,
+    _image_input,
+    _target_size,
+)
 from sknets._pickling import _BackbonePickleMixin
 from sknets._plan import Phase
 from sknets._restore import restore_module
@@ -37,76 +41,6 @@ from sknets._validation import check_representable
 from sknets._weights import make_backbone
 from sknets.modules._images import FineTuneModule, ImageFeatures
 from sknets.modules._mlp import MLPModule
-
-_IMAGE_CONSTRAINTS = {
-    "backbone": [str, nn.Module, callable],
-    "layer": [None, str],
-    "weights": [None, str, os.PathLike],
-    "input_shape": [None, tuple, list],
-    "resize": [
-        None,
-        StrOptions({"auto"}),
-        Interval(Integral, 1, None, closed="left"),
-        tuple,
-        list,
-    ],
-    "normalize": ["boolean"],
-}
-
-_IMAGE_PARAMS_DOC = """\
-    backbone : str, torch.nn.Module or callable, default='squeezenet1_1'
-        The pretrained network: a built-in name (``'squeezenet1_1'``,
-        ``'resnet20_cifar'``, ``'resnet56_cifar'``), a torchvision model name
-        (``'resnet18'``, ...; only where torchvision imports), any
-        ``torch.nn.Module`` (copied in ``fit``, never modified), or a class or
-        function that returns one (called in ``fit``).
-
-    weights : str, path-like or None, default='default'
-        Where the pretrained weights come from. ``'default'``: the backbone's
-        usual weights. For ``'squeezenet1_1'`` (ImageNet, MIT license) and
-        ``'resnet20_cifar'`` (CIFAR-10, BSD-2-Clause) they are bundled with
-        sknets (float16); for ``'resnet56_cifar'`` they are downloaded on
-        first use (SHA-256 checked) into the cache folder ``$SKNETS_HOME``
-        (default ``~/.cache/sknets``) and read from there afterwards; for a
-        module, its own current weights; for a torchvision name, the file in
-        torch's hub cache. A weight set's name (``'squeezenet1_1_imagenet'``,
-        ``'resnet20_cifar10'``, ``'resnet56_cifar10'``) is resolved the same
-        way, any other name as ``<name>.safetensors`` (or ``.pt``, ``.pth``,
-        ``.th``) in the cache folder. A path to a ``.pt``/``.pth``/``.th``
-        (``torch.load(weights_only=True)``) or ``.safetensors`` state dict is
-        read as it is; None gives a random initialization seeded by
-        ``random_state``. ``SKNETS_OFFLINE=1`` forbids downloads and
-        ``SKNETS_WEIGHTS_URL`` names a mirror (user guide, *Transfer
-        learning*). Missing weights raise a ``FileNotFoundError``, an
-        unreachable server a ``ConnectionError``, each saying which file to
-        put where.
-
-    layer : str or None, default=None
-        Name of the module (as in ``backbone.named_modules()``) whose output
-        gives the features, global-average pooled when it is a feature map.
-        None: the penultimate layer, i.e. the input of the backbone's last
-        module (the pooled features before the classifier).
-
-    input_shape : tuple of int or None, default=None
-        Shape ``(channels, height, width)`` or ``(height, width)`` of each
-        flat row of a 2-D ``X``. Not needed for image arrays of shape
-        ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)``, which are read
-        by the image input rule that all image estimators share (user guide,
-        *Image input*). Without it, rows of a 2-D ``X`` go to a user module
-        as they are.
-
-    resize : 'auto', int, tuple of int or None, default='auto'
-        Size the images are resized to (bilinear) before the backbone;
-        ``'auto'`` is the backbone's native size (224 for SqueezeNet, 32 for
-        the CIFAR ResNets, none for a user module); None keeps the size.
-
-    normalize : bool, default=True
-        Apply the backbone's own input normalization (e.g. BGR mean-pixel
-        subtraction for SqueezeNet, ImageNet mean/std for the ResNets).
-        ``uint8`` input is always mapped to ``[0, 1]`` first; float input is
-        taken to be in ``[0, 1]`` already.
-"""
-
 
 # --------------------------------------------------------------------------- extractor
 
@@ -186,11 +120,11 @@ class PretrainedFeatureExtractor(
     array(['pretrainedfeatureextractor0', 'pretrainedfeatureextractor1'],
           dtype=object)
     """,
-        image=_IMAGE_PARAMS_DOC,
+        image=_docs.PRETRAINED_IMAGES,
     )
 
     _parameter_constraints: dict = {
-        **_IMAGE_CONSTRAINTS,
+        **PRETRAINED_CONSTRAINTS,
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "random_state": ["random_state"],
@@ -425,7 +359,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
     >>> len(clf.history_)
     3
     """,
-        image=_IMAGE_PARAMS_DOC,
+        image=_docs.PRETRAINED_IMAGES,
         training=_docs.TRAINING.replace(
             "max_iter : int, default=200", "max_iter : int, default=20"
         ),
@@ -438,7 +372,7 @@ class FineTunedClassifier(ClassifierMixin, _BackbonePickleMixin, _ClassifierNet)
     _parameter_constraints: dict = {
         **_BaseNet._parameter_constraints,
         **CLASS_WEIGHT_CONSTRAINT,
-        **_IMAGE_CONSTRAINTS,
+        **PRETRAINED_CONSTRAINTS,
         "head_epochs": [Interval(Integral, 0, None, closed="left")],
         "fine_tune_lr": [None, Interval(Real, 0, None, closed="neither")],
     }
