@@ -198,9 +198,10 @@ class SkorchNet(NeuralNet):
 
         As skorch's: ``on_batch_begin``/``on_batch_end`` around each step,
         the batch loss and size in the history, the batch count; but a stack
-        records no batch entries (its summed loss is no member's: each
+        records no batch loss or size (its summed loss is no member's: each
         member's is in ``step["member_losses"]``), and then the batch events
-        are sent only when a callback acts on them.
+        are sent only when a callback acts on them (the history's batch
+        entries, opened by skorch's ``on_batch_begin``, stay empty).
         """
         if iterator is None:
             return
