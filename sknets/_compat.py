@@ -24,9 +24,34 @@ __all__ = [
     "fit_context",
     "fused_adam",
     "fused_sgd",
+    "joblib_default_backend",
     "safe_split",
     "sparsetools",
 ]
+
+
+# --------------------------------------------------------------------------- joblib
+
+try:
+    # The backend joblib would use now (``parallel_config``, else loky): a
+    # search's stacks train in forked processes only when the user chose
+    # none. Not in joblib's documented API (``joblib.parallel`` module
+    # level, there since joblib 0.10). Can go when joblib documents a way to
+    # read the active configuration.
+    from joblib.parallel import get_active_backend as _get_active_backend
+except ImportError:  # pragma: no cover - depends on the installed joblib
+    _get_active_backend = None
+
+
+def joblib_default_backend():
+    """Whether joblib's active backend is its default, loky (None: unknown)."""
+    if _get_active_backend is None:  # pragma: no cover
+        return None
+    try:
+        backend = _get_active_backend()[0]
+    except Exception:  # pragma: no cover - a changed signature
+        return None
+    return type(backend).__name__ == "LokyBackend"
 
 
 # --------------------------------------------------------------------------- sklearn

@@ -640,8 +640,11 @@ def test_stacks_train_in_forked_processes_with_the_same_results(digits):
             assert_array_equal(forked.cv_results_[key], threads.cv_results_[key])
     theirs = skms.GridSearchCV(_mlp(), grid, cv=3).fit(X, y)
     _assert_same_results(forked, theirs)
-    # one job, big data or a thread of its own: threads
+    # one job, a GPU, a backend the user chose, big data or a thread: threads
     assert _pretrain.stack_backend({}, {torch.device("cpu")}, 1, 2) is None
+    assert _pretrain.stack_backend({}, {torch.device("cuda")}, 2, 2) is None
+    with parallel_config(backend="threading"):
+        assert _pretrain.stack_backend({}, {torch.device("cpu")}, 2, 2) is None
     big = {0: (np.zeros(_pretrain.FORK_BYTES // 8 + 1), None, None)}
     assert _pretrain.stack_backend(big, {torch.device("cpu")}, 2, 2) is None
     seen = []

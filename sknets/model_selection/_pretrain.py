@@ -37,6 +37,7 @@ from sklearn.base import clone
 from sklearn.utils.parallel import Parallel, delayed
 
 from sknets import _registry as registry
+from sknets._compat import joblib_default_backend
 from sknets._engine import _sigint_flag
 from sknets._epochs import USER_INTERRUPT
 from sknets._members import MemberRun, MemberSpec
@@ -235,11 +236,9 @@ def stack_backend(blocks, devices, n_workers, n_tasks):
     """
     import multiprocessing
 
-    from joblib.parallel import get_active_backend
-
     if n_workers < 2 or n_tasks < 2 or any(d.type != "cpu" for d in devices):
         return None
-    if type(get_active_backend()[0]).__name__ != "LokyBackend":
+    if not joblib_default_backend():
         return None
     if multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
         return None
