@@ -13,6 +13,7 @@ from sknets._convnet import ConvNetClassifier
 from sknets._mlp import MLPClassifier, MLPRegressor
 from sknets._persistence import load, save
 from sknets._pretrained import FineTunedClassifier, PretrainedFeatureExtractor
+from sknets._tabular import TabularClassifier, TabularRegressor
 from sknets._version import __version__
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "MLPClassifier",
     "MLPRegressor",
     "PretrainedFeatureExtractor",
+    "TabularClassifier",
+    "TabularRegressor",
     "load",
     "save",
     "__version__",

@@ -133,6 +133,14 @@ class _BaseNet(
     def _set_model_attributes(self):
         """Copy architecture-specific fitted attributes from ``module_``."""
 
+    def _fit_input(self, X, y, sample_weight):
+        """Learn what reading the input needs, before it is validated.
+
+        Called on a first pass only (not by ``partial_fit`` after the first
+        call, nor by ``warm_start``); nothing by default. The tabular
+        networks fit their encoder of the table here.
+        """
+
     def _validate_X(self, X, reset):
         X = validate_data(
             self,
@@ -290,6 +298,8 @@ class _BaseNet(
         first_pass = previous is None or (not self.warm_start and not incremental)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if first_pass:
+            self._fit_input(X, y, sample_weight)
         X, target, n_outputs = self._validate_input(X, y, incremental, reset=first_pass)
         sample_weight = self._sample_weight(X, y, sample_weight, incremental)
         valid = None

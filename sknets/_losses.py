@@ -75,7 +75,10 @@ class WeightedLoss(nn.Module):
     ``y_true`` is the ``(y, w)`` pair of a batch (``w`` None: the plain mean),
     or the ``(y, w, counts)`` of a stacked batch (``raw`` is ``(members, rows,
     outputs)``): then each member's weighted mean, a ``(members,)`` tensor
-    (padding rows have weight 0; a member without rows has loss 0).
+    (padding rows have weight 0; a member without rows has loss 0). An
+    ensemble trained on one set of rows gives ``raw`` of shape ``(rows,
+    members, outputs)`` with a ``(y, w)`` pair: the loss of a row is the mean
+    of its members' losses.
     """
 
     def __init__(self, out_activation="identity"):
@@ -86,6 +89,8 @@ class WeightedLoss(nn.Module):
         if len(y_true) == 3:
             return self._per_member(raw, *y_true[:2])
         y, w = y_true
+        if raw.dim() == 3:  # an ensemble's (rows, members, outputs)
+            return weighted_mean(self._ensemble(raw, y), w)
         if w is None:  # the same means, in one reduction (fewer kernels)
             act = self.out_activation
             if act == "softmax":
@@ -97,6 +102,16 @@ class WeightedLoss(nn.Module):
             if act == "identity":
                 return 0.5 * F.mse_loss(raw, y.to(raw.dtype).reshape(raw.shape))
         return weighted_mean(sample_losses(raw, y, self.out_activation), w)
+
+    def _ensemble(self, raw, y):
+        """Each row's mean over the members of their losses, ``(rows,)``."""
+        B, k = raw.shape[:2]
+        losses = sample_losses(
+            raw.reshape(B * k, raw.shape[2]),
+            y.repeat_interleave(k, dim=0),
+            self.out_activation,
+        )
+        return losses.reshape(B, k).mean(1)
 
     def _per_member(self, raw, y, w):
         M, B = raw.shape[:2]

@@ -13,6 +13,7 @@ from sknets.modules._convnet import ConvNetModule, conv_output_size
 from sknets.modules._images import FineTuneModule, ImageFeatures
 from sknets.modules._members import StackedMLP
 from sknets.modules._mlp import MLPModule, glorot_init_
+from sknets.modules._tabular import PeriodicEmbeddings, TabularModule
 
 __all__ = [
     "CifarResNet",
@@ -20,8 +21,10 @@ __all__ = [
     "FineTuneModule",
     "ImageFeatures",
     "MLPModule",
+    "PeriodicEmbeddings",
     "SqueezeNet11",
     "StackedMLP",
+    "TabularModule",
     "conv_output_size",
     "glorot_init_",
     "resnet20_cifar",
