@@ -106,7 +106,7 @@ _PREPROCESSING = """\
       clipped to (-3, 3) by ``x / sqrt(1 + (x / 3)^2)`` (RealMLP-TD's robust
       scaling); missing values become the median, and each column with
       missing values in ``fit`` gets a 0/1 indicator; infinite values are
-      refused. A column that is all missing in ``fit`` is its indicator only.
+      refused. A column that is all missing in ``fit`` is ignored.
     - categorical columns become learned embeddings; missing values,
       categories unseen in ``fit`` and those beyond ``max_categories`` share
       one "unknown" embedding.
@@ -130,6 +130,12 @@ _PREPROCESSING = """\
 class _TabularMixin:
     """What the tabular estimators share: the encoder and the module."""
 
+    _onnx_unsupported = (
+        "its table encoding (columns of any dtype, categories looked up by "
+        "value) and its ensemble have no ONNX converter yet; keep the fitted "
+        "estimator with joblib, or export a network trained on encoded arrays."
+    )
+
     def _encoding_dtype(self):
         return np.float64 if self.dtype == "float64" else np.float32
 
@@ -141,6 +147,8 @@ class _TabularMixin:
         return table
 
     def _validate_X(self, X, reset):
+        if isinstance(X, _Encoded):  # rows this estimator encoded itself
+            return X.values
         table = as_table(X, type(self).__name__)
         validate_data(self, table, reset=reset, skip_check_array=True)
         return self._encoder.transform(table, self._encoding_dtype())
@@ -159,6 +167,12 @@ class _TabularMixin:
             ensure_all_finite=False,
         )
         return Xe, y
+
+    def _epoch_scorer(self, valid, plan, n_outputs):
+        X_val, target_val, sw_val = valid  # encoded: scored without re-encoding
+        return super()._epoch_scorer(
+            (_Encoded(X_val), target_val, sw_val), plan, n_outputs
+        )
 
     def _build_module(self, n_features, n_outputs, sparse_input=False):
         encoder = self._encoder
@@ -198,6 +212,20 @@ class _TabularMixin:
         tags.input_tags.allow_nan = True
         tags.input_tags.categorical = True
         return tags
+
+
+class _Encoded:
+    """Rows already encoded by the estimator (the epoch scorer's validation set)."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def __len__(self):
+        return len(self.values)
+
+    @property
+    def shape(self):
+        return self.values.shape
 
 
 def _init_params(self, **params):

@@ -184,11 +184,12 @@ class TabularEncoder:
         for j in self.numeric_:
             values = _numeric(self._column(X, j), self.names_[j])
             seen = ~np.isnan(values) & (w > 0)
-            missing.append(bool(np.isnan(values[w > 0]).any()))
-            if not seen.any():  # all missing: the column is its indicator only
+            if not seen.any():  # all missing: the column is ignored (always 0)
                 centers.append(0.0)
                 scales.append(0.0)
+                missing.append(False)
                 continue
+            missing.append(bool(np.isnan(values[w > 0]).any()))
             v, vw = values[seen], w[seen]
             lo, q1, median, q3, hi = weighted_quantiles(
                 v, vw, [0.0, 0.25, 0.5, 0.75, 1.0]

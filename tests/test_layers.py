@@ -44,6 +44,7 @@ LAYERS = [
             "sknets._validation",
             "sknets._weights",
             "sknets._restore",
+            "sknets._tabular_encoding",
         ),
     ),
     (
@@ -58,6 +59,7 @@ LAYERS = [
             "sknets._mlp",
             "sknets._convnet",
             "sknets._pretrained",
+            "sknets._tabular",
         ),
     ),
     ("searches", ("sknets.model_selection",)),

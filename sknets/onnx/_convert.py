@@ -207,6 +207,10 @@ final_types, dtype, naming, model_optim, verbose
             f"{type(model).__name__}."
         )
     check_is_fitted(model)
+    for est in [model, *model.get_params(deep=True).values()]:
+        reason = getattr(type(est), "_onnx_unsupported", None)
+        if isinstance(est, BaseEstimator) and reason:
+            raise TypeError(f"to_onnx cannot convert {type(est).__name__}: {reason}")
     if X is None and initial_types is None:
         raise ValueError(
             "to_onnx needs X (a few rows of input, for their type and width) or "

@@ -1,0 +1,274 @@
+"""The tabular networks: a DataFrame as it is, the ensemble, bad input."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import sknets
+from sknets import TabularClassifier, TabularRegressor
+from sknets._tabular_encoding import TabularEncoder, weighted_quantiles
+from sknets.modules import TabularModule
+
+SMALL = dict(
+    n_members=2,
+    hidden_layer_sizes=(32,),
+    max_iter=60,
+    learning_rate_init=0.01,
+    random_state=0,
+    device="cpu",
+)
+
+
+def _table(n=240, seed=0):
+    """Mixed columns; the label is the color (categorical) and the sign of size."""
+    rng = np.random.RandomState(seed)
+    size = rng.normal(size=n)
+    size[rng.rand(n) < 0.1] = np.nan
+    color = rng.choice(["red", "green", "blue"], size=n)
+    X = pd.DataFrame(
+        {
+            "size": size,
+            "color": pd.Categorical(color),
+            "shape": rng.choice(["round", "square"], size=n).astype(object),
+            "count": rng.randint(0, 5, size=n),
+            "name": pd.array(rng.choice(["a", "b"], size=n), dtype="string"),
+        }
+    )
+    y = np.where(color == "red", "yes", "no")
+    return X, y
+
+
+def test_a_mixed_dataframe_as_it_is():
+    X, y = _table()
+    clf = TabularClassifier(**SMALL).fit(X, y)
+    np.testing.assert_array_equal(
+        clf.is_categorical_, [False, True, True, False, True]
+    )
+    np.testing.assert_array_equal(clf.feature_names_in_, X.columns)
+    proba = clf.predict_proba(X)
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-6)
+    assert clf.score(X, y) > 0.95  # the signal is in the categorical column
+    assert set(clf.predict(X)) <= {"yes", "no"}
+
+
+def test_random_state_reproduces_and_clone_and_pickle_are_safe():
+    X, y = _table()
+    a = TabularClassifier(**SMALL).fit(X, y)
+    b = clone(a).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(a.predict_proba(X), c.predict_proba(X))
+    other = TabularClassifier(**{**SMALL, "random_state": 1}).fit(X, y)
+    assert not np.array_equal(a.predict_proba(X), other.predict_proba(X))
+
+
+def test_the_prediction_is_the_mean_of_the_members_probabilities():
+    torch.manual_seed(0)
+    module = TabularModule(
+        2, 1, [4], [8], 3, n_members=5, dropout=0.0, out_activation="softmax"
+    ).double()
+    X = torch.tensor([[0.5, -1.0, 1.0, 2.0], [0.0, 0.3, 0.0, 0.0]], dtype=torch.float64)
+    members = module.train()(X)  # (rows, members, outputs)
+    assert members.shape == (2, 5, 3)
+    mean = torch.softmax(members, -1).mean(1)
+    combined = torch.softmax(module.eval()(X), -1)
+    torch.testing.assert_close(combined, mean)
+    # logistic outputs: the sigmoid of the combined logit is the mean sigmoid
+    module.out_activation = "logistic"
+    module.train()
+    members = module(X)
+    combined = torch.sigmoid(module.eval()(X))
+    torch.testing.assert_close(combined, torch.sigmoid(members).mean(1))
+
+
+def test_one_member_is_a_plain_network():
+    X, y = _table()
+    clf = TabularClassifier(**{**SMALL, "n_members": 1}).fit(X, y)
+    assert clf.module_.head_weight.shape[0] == 1
+    assert clf.score(X, y) > 0.9
+
+
+def test_unseen_and_rare_categories_share_the_missing_row():
+    X, y = _table()
+    clf = TabularClassifier(**{**SMALL, "max_categories": 2}).fit(X, y)
+    rows = X.iloc[:5].copy()
+    unseen, missing = rows.copy(), rows.copy()
+    unseen["shape"] = "triangle"  # never seen in fit
+    missing["shape"] = None
+    np.testing.assert_array_equal(clf.predict_proba(unseen), clf.predict_proba(missing))
+    # 'color' kept its 2 most frequent categories: the third is rare
+    counts = X["color"].value_counts()
+    rare = counts.index[-1]
+    as_rare, as_missing = rows.copy(), rows.copy()
+    as_rare["color"] = pd.Categorical([rare] * 5, categories=counts.index)
+    as_missing["color"] = pd.Categorical([None] * 5, categories=counts.index)
+    np.testing.assert_array_equal(
+        clf.predict_proba(as_rare), clf.predict_proba(as_missing)
+    )
+
+
+def test_categories_are_matched_by_value_not_by_dtype():
+    X, y = _table()
+    clf = TabularClassifier(**SMALL).fit(X, y)
+    as_object = X.astype({"color": object, "name": object})
+    np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(as_object))
+
+
+def test_a_column_that_changes_type_is_an_error():
+    X, y = _table()
+    clf = TabularClassifier(**SMALL).fit(X, y)
+    text = X.copy()
+    text["size"] = "big"
+    with pytest.raises(ValueError, match="'size' was numeric in fit"):
+        clf.predict(text)
+    numbers = X.copy()
+    numbers["shape"] = 3.0
+    with pytest.raises(ValueError, match="'shape' held"):
+        clf.predict(numbers)
+
+
+def test_other_columns_or_order_are_errors():
+    X, y = _table()
+    clf = TabularClassifier(**SMALL).fit(X, y)
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(X[X.columns[::-1]])
+    with pytest.raises(ValueError, match="feature"):
+        clf.predict(X.assign(extra=1.0))
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(X.drop(columns="count").to_numpy())
+
+
+def test_infinite_values_are_refused():
+    X, y = _table()
+    bad = X.copy()
+    bad.loc[3, "size"] = np.inf
+    with pytest.raises(ValueError, match="infinity in column 'size'"):
+        TabularClassifier(**SMALL).fit(bad, y)
+    clf = TabularClassifier(**SMALL).fit(X, y)
+    with pytest.raises(ValueError, match="infinity"):
+        clf.predict(bad)
+
+
+def test_an_all_missing_column_is_ignored():
+    X, y = _table()
+    X["empty"] = np.nan
+    clf = TabularClassifier(**SMALL).fit(X, y)
+    filled = X.assign(empty=123.0)
+    np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(filled))
+
+
+def test_missing_values_have_their_indicator():
+    X, _ = _table()
+    enc = TabularEncoder().fit(X)
+    assert enc.n_indicators_ == 1  # 'size' only
+    out = enc.transform(X)
+    nan = X["size"].isna().to_numpy()
+    np.testing.assert_array_equal(out[:, enc.n_numeric_], nan)
+    assert np.all(out[nan, 0] == 0)  # the median, scaled
+    assert np.all(np.abs(out[:, : enc.n_numeric_]) < 3)  # smoothly clipped
+
+
+def test_weighted_quantiles_are_those_of_repeated_rows():
+    rng = np.random.RandomState(0)
+    values = rng.normal(size=30)
+    weights = rng.randint(0, 4, size=30)
+    qs = [0.0, 0.25, 0.5, 0.75, 1.0]
+    repeated = np.repeat(values, weights)
+    np.testing.assert_array_equal(
+        weighted_quantiles(values, weights.astype(float), qs),
+        np.quantile(repeated, qs, method="inverted_cdf"),
+    )
+
+
+@pytest.mark.parametrize(
+    "spec", [[1, 2], np.array([False, True, True, False]), ["color", "shape"]]
+)
+def test_categorical_features_by_index_mask_or_name(spec):
+    X, y = _table()
+    X = X.drop(columns="name")
+    clf = TabularClassifier(**{**SMALL, "categorical_features": spec}).fit(X, y)
+    np.testing.assert_array_equal(clf.is_categorical_, [False, True, True, False])
+
+
+def test_an_object_array_with_named_categorical_columns():
+    X, y = _table()
+    array = X[["size", "shape", "count"]].to_numpy(dtype=object)
+    clf = TabularClassifier(**{**SMALL, "categorical_features": [1]}).fit(array, y)
+    np.testing.assert_array_equal(clf.is_categorical_, [False, True, False])
+    assert clf.predict(array).shape == (len(y),)
+    with pytest.raises(ValueError, match="needs X as a DataFrame"):
+        TabularClassifier(**{**SMALL, "categorical_features": ["shape"]}).fit(array, y)
+
+
+def test_sparse_input_is_refused():
+    sp = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match="sparse"):
+        TabularClassifier(**SMALL).fit(sp.random(10, 3, format="csr"), [0, 1] * 5)
+
+
+def test_the_regressor_predicts_in_the_units_of_y():
+    X, _ = _table(400)
+    signal = np.nan_to_num(X["size"].to_numpy()) + (X["color"] == "red").to_numpy()
+    y = 50_000 + 1_000 * signal
+    reg = TabularRegressor(**{**SMALL, "max_iter": 100}).fit(X, y)
+    assert reg.score(X, y) > 0.9
+    assert abs(reg.predict(X).mean() - y.mean()) < 200
+
+
+def test_validation_set_scoring_class_weight_and_early_stopping():
+    X, y = _table()
+    clf = TabularClassifier(
+        **SMALL, class_weight="balanced", scoring="balanced_accuracy"
+    ).fit(X[:200], y[:200], X_val=X[200:], y_val=y[200:])
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+
+
+def test_in_searches_and_pipelines():
+    X, y = _table()
+    scores = cross_val_score(TabularClassifier(**SMALL), X, y, cv=3)
+    assert scores.mean() > 0.9
+    grid = GridSearchCV(
+        TabularClassifier(**SMALL), {"n_members": [1, 2]}, cv=2, n_jobs=1
+    ).fit(X, y)
+    assert grid.best_score_ > 0.9
+    pipe = make_pipeline(
+        ColumnTransformer(
+            [("keep", FunctionTransformer(), list(X.columns))],
+            verbose_feature_names_out=False,
+        ).set_output(transform="pandas"),
+        TabularClassifier(**SMALL),
+    ).fit(X, y)
+    assert pipe.score(X, y) > 0.9
+
+
+def test_save_and_onnx_refuse_with_a_reason(tmp_path):
+    X, y = _table()
+    clf = TabularClassifier(**SMALL).fit(X, y)
+    with pytest.raises(TypeError, match="joblib"):
+        sknets.save(clf, tmp_path / "clf.sknets")
+    assert not (tmp_path / "clf.sknets").exists()
+    onnx = pytest.importorskip("sknets.onnx")
+    with pytest.raises(TypeError, match="TabularClassifier"):
+        onnx.to_onnx(clf, X.iloc[:1])
+
+
+def test_the_regressor_scores_its_validation_set_in_the_units_of_y():
+    from sklearn.metrics import mean_absolute_error
+
+    X, _ = _table(300)
+    y = 1_000 * np.nan_to_num(X["size"].to_numpy()) + 10_000
+    reg = TabularRegressor(**SMALL, scoring="neg_mean_absolute_error").fit(
+        X[:240], y[:240], X_val=X[240:], y_val=y[240:]
+    )
+    mae = mean_absolute_error(y[240:], reg.predict(X[240:]))
+    np.testing.assert_allclose(reg.best_validation_score_, -mae, rtol=1e-5)
