@@ -38,7 +38,10 @@ import pandas as pd
 from scipy.stats import rankdata
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.datasets import load_breast_cancer, load_diabetes
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
@@ -118,7 +121,11 @@ def _column_transformer():
     categorical = make_column_selector(dtype_exclude="number")
     return ColumnTransformer(
         [
-            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "num",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                numeric,
+            ),
             (
                 "cat",
                 make_pipeline(
@@ -189,7 +196,9 @@ def run(names, folds):
                 flush=True,
             )
         scores = [m["score"] for m in row["models"].values()]
-        for label, rank in zip(row["models"], rankdata([-s for s in scores])):
+        for label, rank in zip(
+            row["models"], rankdata([-s for s in scores]), strict=True
+        ):
             row["models"][label]["rank"] = float(rank)
         results.append(row)
     return results
@@ -224,7 +233,9 @@ def table(results):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument(
+        "--datasets", nargs="+", default=list(DATASETS), choices=DATASETS
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--json", help="write the raw results here")
     args = parser.parse_args(argv)

@@ -143,7 +143,14 @@ class Probabilities:
 
 
 def validation_score(name, raw, y, w, out_activation):
-    """``'accuracy'`` (subset accuracy for multilabel) or ``'r2'`` of raw outputs."""
+    """``'accuracy'`` (subset accuracy for multilabel), ``'r2'`` or ``'loss'``.
+
+    ``'loss'`` is minus the weighted mean loss (higher is better, as for the
+    others): a smooth criterion where a small validation set makes accuracy
+    jump by whole rows.
+    """
+    if name == "loss":
+        return -float(weighted_mean(sample_losses(raw, y, out_activation), w))
     if name == "accuracy":
         if out_activation == "softmax":
             correct = raw.argmax(1) == y

@@ -41,7 +41,8 @@ class StoppingRules:
     """scikit-learn's MLP stopping and learning-rate rules.
 
     ``score`` names the validation score used by ``early_stopping``
-    (``'accuracy'`` or ``'r2'``); ``lr_schedule`` is the SGD schedule or
+    (``'accuracy'``, ``'r2'`` or ``'loss'``, minus the validation loss);
+    ``lr_schedule`` is the SGD schedule or
     None; ``stochastic`` is False for L-BFGS, where one skorch epoch runs the
     whole optimization and no epoch rule applies.
     """

@@ -27,6 +27,8 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 class _PlanMixin:
     """Parameters into a plan (a mixin of :class:`~sknets._base._BaseNet`)."""
 
+    _auto_batch_size = 200  # batch_size='auto': min(this, n_samples), as scikit-learn
+
     def _check_params(self):
         """Checks that ``_parameter_constraints`` cannot express."""
         self._hidden_sizes()
@@ -152,7 +154,7 @@ class _PlanMixin:
         if self.solver == "lbfgs":
             batch_size = n_train
         elif self.batch_size == "auto":
-            batch_size = min(200, n_train)
+            batch_size = min(self._auto_batch_size, n_train)
         else:
             if self.batch_size > n_train:
                 warnings.warn(

@@ -1,6 +1,7 @@
 """Tabular networks: a DataFrame as it is, k members trained as one."""
 
 import re
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -31,8 +32,8 @@ _TABULAR_CONSTRAINTS = {
 def _tabular_defaults(text):
     """The shared training docs with the tabular defaults (and no batch_norm)."""
     changes = {
-        "batch_size : int or 'auto', default='auto'": (
-            "batch_size : int or 'auto', default=256"
+        "``'auto'`` is ``min(200, n_samples)``": (
+            "``'auto'`` is ``min(256, n_samples)``"
         ),
         "learning_rate_init : float, default=0.001": (
             "learning_rate_init : float, default=0.002"
@@ -112,6 +113,11 @@ _PREPROCESSING = """\
       one "unknown" embedding.
     - quantiles and frequencies are weighted by ``sample_weight``.
 
+    Early stopping watches minus the validation loss (``validation_scores_``;
+    log loss of the ensemble's mean probabilities, or half squared error in
+    standardized units), which a validation set of a few dozen rows gives
+    smoothly where accuracy jumps by whole rows; ``scoring`` replaces it.
+
     The columns are checked as scikit-learn checks them: the same names in
     the same order (``feature_names_in_``), or the same number for arrays. A
     numeric column that holds text in ``predict``, or a categorical column
@@ -119,7 +125,8 @@ _PREPROCESSING = """\
     text), raises a ``ValueError``.
 
     Defaults follow TabM (Gorishniy et al., 2025: an ensemble trained as one
-    network, 3 hidden layers, dropout 0.1, learning rate 2e-3, early
+    network, 3 hidden layers, dropout 0.1, learning rate 2e-3, batches of
+    256 rows (``batch_size='auto'``: ``min(256, n_samples)``), early
     stopping with patience 16) with RealMLP-TD's numeric preprocessing
     (Holzmüller et al., 2024). Departures, for the CPU: 8 members (TabM: 32)
     of width 256 (TabM: 512); scikit-learn's L2 ``alpha`` instead of AdamW's
@@ -130,6 +137,7 @@ _PREPROCESSING = """\
 class _TabularMixin:
     """What the tabular estimators share: the encoder and the module."""
 
+    _auto_batch_size = 256  # TabM's batches; 'auto' is min(256, n_samples)
     _onnx_unsupported = (
         "its table encoding (columns of any dtype, categories looked up by "
         "value) and its ensemble have no ONNX converter yet; keep the fitted "
@@ -167,6 +175,14 @@ class _TabularMixin:
             ensure_all_finite=False,
         )
         return Xe, y
+
+    def _make_plan(self, n_samples, **kwargs):
+        plan = super()._make_plan(n_samples, **kwargs)
+        # early stopping on minus the validation loss (see the Notes)
+        return replace(plan, stopping=replace(plan.stopping, score="loss"))
+
+    def _set_model_attributes(self):
+        self.n_layers_ = len(self._hidden_sizes()) + 2
 
     def _epoch_scorer(self, valid, plan, n_outputs):
         X_val, target_val, sw_val = valid  # encoded: scored without re-encoding
@@ -316,7 +332,7 @@ class TabularClassifier(ClassifierMixin, _TabularMixin, _ClassifierNet):
         max_categories=64,
         solver="adam",
         alpha=0.0001,
-        batch_size=256,
+        batch_size="auto",
         learning_rate="constant",
         learning_rate_init=0.002,
         power_t=0.5,
@@ -426,7 +442,7 @@ class TabularRegressor(RegressorMixin, _TabularMixin, _RegressorNet):
         max_categories=64,
         solver="adam",
         alpha=0.0001,
-        batch_size=256,
+        batch_size="auto",
         learning_rate="constant",
         learning_rate_init=0.002,
         power_t=0.5,

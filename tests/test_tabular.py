@@ -49,9 +49,7 @@ def _table(n=240, seed=0):
 def test_a_mixed_dataframe_as_it_is():
     X, y = _table()
     clf = TabularClassifier(**SMALL).fit(X, y)
-    np.testing.assert_array_equal(
-        clf.is_categorical_, [False, True, True, False, True]
-    )
+    np.testing.assert_array_equal(clf.is_categorical_, [False, True, True, False, True])
     np.testing.assert_array_equal(clf.feature_names_in_, X.columns)
     proba = clf.predict_proba(X)
     assert proba.dtype == np.float64
