@@ -270,3 +270,30 @@ def test_the_regressor_scores_its_validation_set_in_the_units_of_y():
     )
     mae = mean_absolute_error(y[240:], reg.predict(X[240:]))
     np.testing.assert_allclose(reg.best_validation_score_, -mae, rtol=1e-5)
+
+
+def test_partial_fit_and_warm_start_keep_the_encoding():
+    X, y = _table()
+    clf = TabularClassifier(**SMALL)
+    clf.partial_fit(X[:120], y[:120], classes=np.unique(y))
+    encoder = clf._encoder
+    clf.partial_fit(X[120:], y[120:])  # a batch with other quantiles
+    assert clf._encoder is encoder
+    assert clf.n_iter_ == 1
+    warm = TabularClassifier(**{**SMALL, "warm_start": True}).fit(X, y)
+    encoder = warm._encoder
+    warm.fit(X[:100], y[:100])
+    assert warm._encoder is encoder  # the same columns, read the same way
+
+
+def test_the_sknets_search_trains_each_candidate_on_its_own():
+    from sknets.model_selection import GridSearchCV as StackedGridSearchCV
+
+    X, y = _table()
+    grid = {"alpha": [1e-4, 1e-2]}
+    cv = 2
+    ours = StackedGridSearchCV(TabularClassifier(**SMALL), grid, cv=cv).fit(X, y)
+    theirs = GridSearchCV(TabularClassifier(**SMALL), grid, cv=cv).fit(X, y)
+    np.testing.assert_allclose(
+        ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"]
+    )
