@@ -70,9 +70,7 @@ models = {
     ),
 }
 cv = KFold(5, shuffle=True, random_state=0)
-results = {
-    name: cross_validate(model, X, y, cv=cv) for name, model in models.items()
-}
+results = {name: cross_validate(model, X, y, cv=cv) for name, model in models.items()}
 for name, result in results.items():
     print(
         f"{name.splitlines()[0]:22s} R2 {result['test_score'].mean():.3f} "
@@ -83,9 +81,12 @@ for name, result in results.items():
 # Held-out R², fold by fold
 # -------------------------
 fig, ax = plt.subplots(figsize=(7, 3.5))
-ax.boxplot([r["test_score"] for r in results.values()], vert=False)
-ax.set_yticks(range(1, len(results) + 1), list(results))
-ax.set_xlabel("held-out R² (5 folds)")
+for row, result in enumerate(results.values()):
+    scores = result["test_score"]
+    ax.plot(scores, [row] * len(scores), "o", alpha=0.5, color="gray")
+    ax.plot(scores.mean(), row, "D", color="black")
+ax.set_yticks(range(len(results)), list(results))
+ax.set_xlabel("held-out R² per fold (diamond: the mean)")
 ax.set_title("Diabetes with a categorical column and missing values")
 fig.tight_layout()
 plt.show()
@@ -94,5 +95,5 @@ plt.show()
 # The fitted network knows its columns: which were categorical, and how many
 # members its ensemble has.
 reg = TabularRegressor(random_state=0).fit(X, y)
-print(dict(zip(reg.feature_names_in_, reg.is_categorical_)))
+print("categorical:", list(reg.feature_names_in_[reg.is_categorical_]))
 print(reg.n_members, "members,", reg.n_iter_, "epochs (early stopping)")

@@ -274,12 +274,14 @@ def test_the_regressor_scores_its_validation_set_in_the_units_of_y():
 
 def test_partial_fit_and_warm_start_keep_the_encoding():
     X, y = _table()
-    clf = TabularClassifier(**SMALL)
+    clf = TabularClassifier(**SMALL, early_stopping=False)
     clf.partial_fit(X[:120], y[:120], classes=np.unique(y))
     encoder = clf._encoder
     clf.partial_fit(X[120:], y[120:])  # a batch with other quantiles
     assert clf._encoder is encoder
     assert clf.n_iter_ == 1
+    with pytest.raises(ValueError, match="early_stopping"):  # as scikit-learn's
+        TabularClassifier(**SMALL).partial_fit(X, y, classes=np.unique(y))
     warm = TabularClassifier(**{**SMALL, "warm_start": True}).fit(X, y)
     encoder = warm._encoder
     warm.fit(X[:100], y[:100])
