@@ -261,13 +261,6 @@ def _encode_estimator(estimator, fitted):
     }
     is_fitted = "n_features_in_" in estimator.__dict__
     if fitted or is_fitted:
-        if cls.__name__ not in _SCHEMAS:
-            raise TypeError(
-                f"sknets.save cannot store a fitted {cls.__name__} yet: its table "
-                "encoding (categories of any Python type) has no checked stored "
-                "form. Use joblib.dump (pickle), between parties that trust each "
-                "other."
-            )
         schema = _SCHEMAS[cls.__name__]
         state = estimator._fitted_state()
         unknown = set(state) - set(schema) - _DERIVED - {"_private"}

@@ -333,6 +333,66 @@ _NET = {
     "best_epoch_": _optional(_natural),
 }
 _REQUIRED = {"n_features_in_", "n_outputs_", "out_activation_", "history_", "t_"}
+
+
+def _mask(v):
+    if not isinstance(v, np.ndarray) or v.ndim != 1 or v.dtype != np.bool_:
+        raise _Refused("expected a 1-D boolean array")
+    return v
+
+
+def _category(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        raise _Refused(f"a category is {v!r}")
+    if not isinstance(v, (str, int, float, bool)):
+        raise _Refused(f"a category is {v!r}, not a string, number or bool")
+    return v
+
+
+def _encoding(v):
+    """A tabular network's encoder (see ``TabularEncoder.to_state``)."""
+    keys = {"names", "categorical", "centers", "scales", "with_indicator", "categories"}
+    if not isinstance(v, dict) or set(v) != keys:
+        raise _Refused(f"unexpected table encoding {v!r}")
+    names, categorical = v["names"], v["categorical"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _Refused("the encoding's column names are not strings")
+    if not isinstance(categorical, list) or len(categorical) != len(names):
+        raise _Refused("the encoding's categorical flags do not match its columns")
+    if not all(isinstance(c, bool) for c in categorical):
+        raise _Refused("the encoding's categorical flags are not bools")
+    n_numeric = len(names) - sum(categorical)
+    for key in ("centers", "scales"):
+        if len(_numbers(v[key])) != n_numeric or not all(
+            math.isfinite(x) for x in v[key]
+        ):
+            raise _Refused(f"the encoding's {key} do not match its numeric columns")
+    flags = v["with_indicator"]
+    if not isinstance(flags, list) or len(flags) != n_numeric:
+        raise _Refused("the encoding's indicators do not match its numeric columns")
+    if not all(isinstance(f, bool) for f in flags):
+        raise _Refused("the encoding's indicator flags are not bools")
+    categories = v["categories"]
+    if not isinstance(categories, list) or len(categories) != sum(categorical):
+        raise _Refused("the encoding's categories do not match its columns")
+    for kept in categories:
+        if not isinstance(kept, list) or len(kept) > 2**16:
+            raise _Refused("a column's categories are not a list")
+        for c in kept:
+            _category(c)
+    return v
+
+
+def _target(v):
+    """A tabular regressor's target standardization: ``mean``, ``scale``."""
+    if not isinstance(v, dict) or set(v) != {"mean", "scale"}:
+        raise _Refused(f"unexpected target scaling {v!r}")
+    mean, scale = _numbers(v["mean"]), _numbers(v["scale"])
+    if len(mean) != len(scale) or not all(x > 0 for x in scale):
+        raise _Refused("the target scaling is not a mean and a positive scale")
+    return v
+
+
 #: Per class: the fitted attributes a file may hold and how each is checked.
 _SCHEMAS = {
     "MLPRegressor": _NET,
@@ -347,6 +407,8 @@ _SCHEMAS = {
         "classes_": _classes_of,
         "image_shape_": _optional(lambda v: _shape(v, (3,))),
     },
+    "TabularClassifier": {**_NET, "classes_": _classes_of, "is_categorical_": _mask},
+    "TabularRegressor": {**_NET, "is_categorical_": _mask},
     "PretrainedFeatureExtractor": {
         "n_features_in_": _count,
         "feature_names_in_": _names,
@@ -357,6 +419,13 @@ _SCHEMAS = {
 _SCHEMA_REQUIRED = {
     "PretrainedFeatureExtractor": {"n_features_in_", "n_features_out_"},
     "MLPRegressor": _REQUIRED,
+    "TabularClassifier": _REQUIRED | {"classes_", "is_categorical_"},
+    "TabularRegressor": _REQUIRED | {"is_categorical_"},
+}
+#: Per class: the private extra state beside the classifiers' ``y_type``.
+_EXTRA = {
+    "TabularClassifier": {"encoding": _encoding},
+    "TabularRegressor": {"encoding": _encoding, "target": _target},
 }
 # fitted attributes rebuilt from the module on load, never stored (format 1 did)
 _DERIVED = {"coefs_", "intercepts_", "n_layers_", "filters_"}
@@ -381,11 +450,14 @@ def _check_private(cls, private):
     for v in monitor.values():
         _optional(_number)(v)
     extra = private.get("extra", {})
+    checks = _EXTRA.get(cls.__name__, {})
     expected = {"y_type"} if "classes_" in _SCHEMAS[cls.__name__] else set()
-    if not isinstance(extra, dict) or set(extra) != expected:
+    if not isinstance(extra, dict) or set(extra) != expected | set(checks):
         raise _Refused(f"unexpected extra state {extra!r}.")
-    if expected:
+    if "y_type" in expected:
         _choice("binary", "multiclass", "multilabel-indicator")(extra["y_type"])
+    for key, check in checks.items():
+        check(extra[key])
 
 
 def _check_fitted(cls, fitted, fmt):

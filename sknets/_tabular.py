@@ -141,7 +141,7 @@ class _TabularMixin:
     _onnx_unsupported = (
         "its table encoding (columns of any dtype, categories looked up by "
         "value) and its ensemble have no ONNX converter yet; keep the fitted "
-        "estimator with joblib, or export a network trained on encoded arrays."
+        "estimator with sknets.save or joblib."
     )
 
     def _encoding_dtype(self):
@@ -183,6 +183,23 @@ class _TabularMixin:
 
     def _set_model_attributes(self):
         self.n_layers_ = len(self._hidden_sizes()) + 2
+
+    def _extra_state(self):
+        return {**super()._extra_state(), "encoding": self._encoder.to_state()}
+
+    def _load_extra_state(self, extra):
+        super()._load_extra_state(extra)
+        encoder = TabularEncoder.from_state(
+            extra["encoding"], self.categorical_features, self.max_categories
+        )
+        if len(encoder.names_) != self.n_features_in_ or not np.array_equal(
+            encoder.is_categorical_, self.is_categorical_
+        ):
+            raise ValueError(
+                "the stored table encoding does not match n_features_in_ and "
+                "is_categorical_."
+            )
+        self._encoder = encoder
 
     def _epoch_scorer(self, valid, plan, n_outputs):
         X_val, target_val, sw_val = valid  # encoded: scored without re-encoding
@@ -490,6 +507,22 @@ class TabularRegressor(RegressorMixin, _TabularMixin, _RegressorNet):
         mean = np.average(Y, axis=0, weights=w)
         scale = np.sqrt(np.average((Y - mean) ** 2, axis=0, weights=w))
         self._y_mean, self._y_scale = mean, np.where(scale > 0, scale, 1.0)
+
+    def _extra_state(self):
+        return {
+            **super()._extra_state(),
+            "target": {
+                "mean": np.ravel(self._y_mean).astype(float).tolist(),
+                "scale": np.ravel(self._y_scale).astype(float).tolist(),
+            },
+        }
+
+    def _load_extra_state(self, extra):
+        super()._load_extra_state(extra)
+        mean, scale = extra["target"]["mean"], extra["target"]["scale"]
+        if len(mean) not in (1, self.n_outputs_):
+            raise ValueError("the stored target scaling does not match n_outputs_.")
+        self._y_mean, self._y_scale = np.asarray(mean), np.asarray(scale)
 
     def _validate_input(self, X, y, incremental, reset, validation=False):
         X, Y, n_outputs = super()._validate_input(X, y, incremental, reset, validation)

@@ -213,13 +213,42 @@ class TabularEncoder:
             ordered = sorted(weight.items(), key=lambda kv: (-kv[1], str(kv[0])))
             kept = [value for value, _ in ordered[: self.max_categories]]
             self.categories_.append(kept)
+        return self._sizes()
+
+    def _sizes(self):
         self.n_numeric_ = len(self.numeric_)
         self.n_indicators_ = int(self.with_indicator_.sum())
         self.cardinalities_ = [len(c) + 1 for c in self.categories_]
-        self.n_columns_out_ = (
-            self.n_numeric_ + self.n_indicators_ + len(self.categorical_)
-        )
+        width = self.n_numeric_ + self.n_indicators_ + len(self.categorical_)
+        self.n_columns_out_ = width
         return self
+
+    # -------------------------------------------------------------- stored form
+
+    def to_state(self):
+        """The fitted encoder as plain values (what ``sknets.save`` stores)."""
+        return {
+            "names": list(self.names_),
+            "categorical": [bool(c) for c in self.is_categorical_],
+            "centers": [float(c) for c in self.centers_],
+            "scales": [float(s) for s in self.scales_],
+            "with_indicator": [bool(f) for f in self.with_indicator_],
+            "categories": [[_plain(c) for c in kept] for kept in self.categories_],
+        }
+
+    @classmethod
+    def from_state(cls, state, categorical_features, max_categories):
+        """The fitted encoder of :meth:`to_state` (checked by ``sknets.load``)."""
+        encoder = cls(categorical_features, max_categories)
+        encoder.names_ = list(state["names"])
+        encoder.is_categorical_ = np.asarray(state["categorical"], dtype=bool)
+        encoder.numeric_ = np.flatnonzero(~encoder.is_categorical_)
+        encoder.categorical_ = np.flatnonzero(encoder.is_categorical_)
+        encoder.centers_ = np.asarray(state["centers"], dtype=np.float64)
+        encoder.scales_ = np.asarray(state["scales"], dtype=np.float64)
+        encoder.with_indicator_ = np.asarray(state["with_indicator"], dtype=bool)
+        encoder.categories_ = [list(kept) for kept in state["categories"]]
+        return encoder._sizes()
 
     # ---------------------------------------------------------------- transform
 
@@ -260,6 +289,11 @@ class TabularEncoder:
                     "predict."
                 )
         return codes
+
+
+def _plain(value):
+    """A category as a plain Python value (NumPy scalars unwrapped)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _kind(value):

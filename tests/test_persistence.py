@@ -26,6 +26,8 @@ from sknets import (
     MLPClassifier,
     MLPRegressor,
     PretrainedFeatureExtractor,
+    TabularClassifier,
+    TabularRegressor,
     load,
     save,
 )
@@ -162,6 +164,8 @@ def test_unstorable_parameters_are_refused_at_save(images, tmp_path):
         ConvNetClassifier,
         FineTunedClassifier,
         PretrainedFeatureExtractor,
+        TabularClassifier,
+        TabularRegressor,
     ],
 )
 def test_stored_fitted_attributes_are_the_documented_ones(cls):

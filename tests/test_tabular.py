@@ -249,14 +249,58 @@ def test_in_searches_and_pipelines():
     assert pipe.score(X, y) > 0.9
 
 
-def test_save_and_onnx_refuse_with_a_reason(tmp_path):
+@pytest.mark.parametrize("cls", [TabularClassifier, TabularRegressor])
+def test_save_and_load_give_the_same_predictions(cls, tmp_path):
     X, y = _table()
+    target = y if cls is TabularClassifier else 100 * np.nan_to_num(X["size"]) + 5
+    est = cls(**SMALL).fit(X, target)
+    sknets.save(est, tmp_path / "est.sknets")
+    back = sknets.load(tmp_path / "est.sknets")
+    np.testing.assert_array_equal(back.predict(X), est.predict(X))
+    np.testing.assert_array_equal(back.is_categorical_, est.is_categorical_)
+    unseen = X.assign(shape="triangle")  # the unknown row survives the trip
+    np.testing.assert_array_equal(back.predict(unseen), est.predict(unseen))
+
+
+def test_a_pipeline_with_a_tabular_network_is_saved_whole(tmp_path):
+    pytest.importorskip("skops")
+    X, y = _table()
+    pipe = make_pipeline(
+        ColumnTransformer(
+            [("keep", FunctionTransformer(), list(X.columns))],
+            verbose_feature_names_out=False,
+        ).set_output(transform="pandas"),
+        TabularClassifier(**SMALL),
+    ).fit(X, y)
+    sknets.save(pipe, tmp_path / "pipe.sknets")
+    back = sknets.load(tmp_path / "pipe.sknets")
+    np.testing.assert_array_equal(back.predict_proba(X), pipe.predict_proba(X))
+
+
+def test_load_refuses_an_encoding_that_does_not_match(tmp_path):
+    X, y = _table()
+    clf = TabularClassifier(**SMALL).fit(X, y)
+    clf._encoder.centers_ = clf._encoder.centers_[:1]  # one numeric column lost
+    sknets.save(clf, tmp_path / "bad.sknets")
+    with pytest.raises(ValueError, match="centers"):
+        sknets.load(tmp_path / "bad.sknets")
+
+
+def test_save_refuses_categories_it_cannot_store(tmp_path):
+    X, y = _table()
+    X["when"] = pd.Categorical(pd.to_datetime(["2024-01-01", "2025-01-01"] * 120))
     clf = TabularClassifier(**SMALL).fit(X, y)
     with pytest.raises(TypeError, match="joblib"):
         sknets.save(clf, tmp_path / "clf.sknets")
     assert not (tmp_path / "clf.sknets").exists()
+
+
+def test_onnx_refuses_with_a_reason():
+    X, y = _table()
+    clf = TabularClassifier(**SMALL).fit(X, y)
     onnx = pytest.importorskip("sknets.onnx")
-    with pytest.raises(TypeError, match="TabularClassifier"):
+    pytest.importorskip("skl2onnx")
+    with pytest.raises(TypeError, match="TabularClassifier: its table encoding"):
         onnx.to_onnx(clf, X.iloc[:1])
 
 
