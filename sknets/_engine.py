@@ -389,6 +389,7 @@ def build_net(
         module=module,
         criterion=WeightedLoss,
         criterion__out_activation=plan.out_activation,
+        criterion__label_smoothing=plan.label_smoothing,
         optimizer=plan.optimizer,
         lr=plan.lr,
         max_epochs=plan.epochs,

@@ -361,6 +361,8 @@ class EpochMonitor(Callback):
         valid_loss = float(net.criterion_(raw, (y, w)))
         if self.epoch_scorer is not None:  # the estimator's ``scoring``
             return valid_loss, float(self.epoch_scorer(net))
+        if self.rules.score == "loss":  # the criterion's, label smoothing and all
+            return valid_loss, -valid_loss
         score = validation_score(self.rules.score, raw, y, w, self.out_activation)
         return valid_loss, float(score)
 

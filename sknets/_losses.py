@@ -11,20 +11,28 @@ from sklearn.metrics import r2_score
 from torch import nn
 
 
-def sample_losses(raw, y, out_activation):
+def sample_losses(raw, y, out_activation, label_smoothing=0.0):
     """Per-sample loss with scikit-learn's MLP definitions.
 
     ``softmax``: cross-entropy (``y`` holds class indices); ``logistic``:
     binary cross-entropy summed over outputs; ``identity``: half squared error
     averaged over outputs; ``exp``: half Poisson deviance summed over outputs.
+    ``label_smoothing`` ``e`` (classification): the targets are ``(1 - e)``
+    of the true ones plus ``e`` spread uniformly over the classes (``e / 2``
+    each of 0 and 1 for a logistic output), as ``F.cross_entropy``'s.
     """
+    e = float(label_smoothing)
     if out_activation == "softmax":
         # log-sum-exp minus the true logit: F.cross_entropy's value to an ulp,
         # in half its time on narrow outputs (its log_softmax runs per row)
         true = raw.gather(1, y.long().unsqueeze(1)).squeeze(1)
+        if e:  # minus the smoothed targets' mean logit
+            return raw.logsumexp(1) - (1 - e) * true - e * raw.mean(1)
         return raw.logsumexp(1) - true
     if out_activation == "logistic":
         y = y.to(raw.dtype).reshape(raw.shape)
+        if e:
+            y = y * (1 - e) + e / 2
         return F.binary_cross_entropy_with_logits(raw, y, reduction="none").sum(1)
     y = y.to(raw.dtype).reshape(raw.shape)
     if out_activation == "identity":
@@ -78,12 +86,14 @@ class WeightedLoss(nn.Module):
     (padding rows have weight 0; a member without rows has loss 0). An
     ensemble trained on one set of rows gives ``raw`` of shape ``(rows,
     members, outputs)`` with a ``(y, w)`` pair: the loss of a row is the mean
-    of its members' losses.
+    of its members' losses. ``label_smoothing`` (classification) smooths
+    the targets of every loss it computes, training and validation.
     """
 
-    def __init__(self, out_activation="identity"):
+    def __init__(self, out_activation="identity", label_smoothing=0.0):
         super().__init__()
         self.out_activation = out_activation
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, raw, y_true):
         if len(y_true) == 3:
@@ -91,6 +101,10 @@ class WeightedLoss(nn.Module):
         y, w = y_true
         if raw.dim() == 3:  # an ensemble's (rows, members, outputs)
             return weighted_mean(self._ensemble(raw, y), w)
+        if self.label_smoothing:
+            return weighted_mean(
+                sample_losses(raw, y, self.out_activation, self.label_smoothing), w
+            )
         if w is None:  # the same means, in one reduction (fewer kernels)
             act = self.out_activation
             if act == "softmax":
@@ -110,6 +124,7 @@ class WeightedLoss(nn.Module):
             raw.reshape(B * k, raw.shape[2]),
             y.repeat_interleave(k, dim=0),
             self.out_activation,
+            self.label_smoothing,
         )
         return losses.reshape(B, k).mean(1)
 

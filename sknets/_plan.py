@@ -111,6 +111,9 @@ class TrainingPlan:
         0 silent, 1 a line per epoch, 2 also a progress bar.
     callbacks : tuple
         The user's skorch callbacks (copies), after sknets' own.
+    label_smoothing : float
+        Share of the classification targets spread uniformly over the
+        classes in the loss, training and validation (0: none).
     """
 
     first_pass: bool
@@ -136,6 +139,7 @@ class TrainingPlan:
     autocast: bool = False
     verbose: int = 0
     callbacks: tuple = ()
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen dataclass: fix up the containers once
