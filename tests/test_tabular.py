@@ -343,3 +343,31 @@ def test_the_sknets_search_trains_each_candidate_on_its_own():
     np.testing.assert_allclose(
         ours.cv_results_["mean_test_score"], theirs.cv_results_["mean_test_score"]
     )
+
+
+def test_label_smoothing_is_torchs_and_makes_probabilities_less_sure():
+    import torch.nn.functional as F
+
+    from sknets._losses import sample_losses
+
+    torch.manual_seed(0)
+    raw, y = torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0, 1])
+    torch.testing.assert_close(
+        sample_losses(raw, y, "softmax", 0.2).mean(),
+        F.cross_entropy(raw, y, label_smoothing=0.2),
+    )
+    logit, target = raw[:, :1], (y[:, None] % 2).double()
+    torch.testing.assert_close(
+        sample_losses(logit, target, "logistic", 0.2),
+        F.binary_cross_entropy_with_logits(
+            logit, target * 0.8 + 0.1, reduction="none"
+        ).sum(1),
+    )
+    X, y = _table()
+    sure = TabularClassifier(**{**SMALL, "label_smoothing": 0.0}).fit(X, y)
+    smooth = TabularClassifier(**{**SMALL, "label_smoothing": 0.3}).fit(X, y)
+    assert smooth.predict_proba(X).max(1).mean() < sure.predict_proba(X).max(1).mean()
+    # early stopping watches minus the (smoothed) validation loss
+    np.testing.assert_allclose(
+        smooth.validation_scores_, -np.asarray(smooth.validation_loss_curve_)
+    )
