@@ -90,7 +90,11 @@ class _PredictMixin:
             ``params``, ``trainable``) and a last ``Total`` row.
         """
         check_is_fitted(self)
-        return layer_summary(self.module_, (1, self.n_features_in_))
+        return layer_summary(self.module_, (1, self._module_width()))
+
+    def _module_width(self):
+        """Values per row that the module takes (the encoded width, for tables)."""
+        return self.n_features_in_
 
     # -------------------------------------------------------------- predict
 

@@ -12,7 +12,7 @@ from sknets import _catalog, _docs
 from sknets._base import _BaseNet
 from sknets._compat import Interval, StrOptions, check_sample_weight
 from sknets._heads import CLASS_WEIGHT_CONSTRAINT, _ClassifierNet, _RegressorNet
-from sknets._summary import layer_summary
+from sknets._mlp import _init_params
 from sknets._tabular_encoding import TabularEncoder, as_table
 from sknets.modules._tabular import TabularModule
 
@@ -235,18 +235,8 @@ class _TabularMixin:
     def _forward(self, X):
         return super()._forward(X).astype(np.float64, copy=False)
 
-    def summary(self):
-        """Layer table of the fitted network.
-
-        Returns
-        -------
-        table : pandas.DataFrame
-            One row per layer (``layer``, ``type``, ``output_shape``,
-            ``params``, ``trainable``) and a last ``Total`` row.
-        """
-        if "net_" not in self.__dict__:
-            return super().summary()  # raises NotFittedError
-        return layer_summary(self.module_, (1, self._encoder.n_columns_out_))
+    def _module_width(self):
+        return self._encoder.n_columns_out_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -268,11 +258,6 @@ class _Encoded:
     @property
     def shape(self):
         return self.values.shape
-
-
-def _init_params(self, **params):
-    for name, value in params.items():
-        setattr(self, name, value)
 
 
 _TABULAR_TRAINING = _tabular_defaults(_docs.TRAINING)
