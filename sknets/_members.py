@@ -28,6 +28,7 @@ own losses, so their gradients never mix. Each member keeps what its own
 asked for, the :class:`~sknets._plan.TrainedState` its ``fit`` adopts.
 """
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -242,6 +243,54 @@ class MemberRun:
             )
             self.net.train_split = self._split()
         return self
+
+    def split(self, members):
+        """Move the live members ``members`` to a run of their own, returned.
+
+        The new run goes on for them exactly as this one would have (their
+        weights, optimizer moments, shuffling and dropout generators and
+        stopping states move with them) and shares this run's data; this run
+        keeps the others. Two halves trained side by side (two threads)
+        equal the whole trained alone. ``members`` index ``specs``, as
+        :attr:`members` does, in both runs.
+        """
+        moved = [m for m in self.members if m in set(members)]
+        index = [self.members.index(m) for m in moved]
+        other = copy.copy(self)
+        other._results = {}
+        other.members = moved
+        other.monitor = copy.copy(self.monitor)
+        other.monitor.keep_members(index)
+        # a shallow copy of the net's attributes (skorch's own copy would
+        # pickle the module and optimizer); what a member owns is replaced
+        net = object.__new__(type(self.net))
+        net.__dict__.update(self.net.__dict__)
+        for cache in ("_compiled", "_penalty", "_member_losses"):
+            net.__dict__.pop(cache, None)
+        generators = self.net.module_.generators or []
+        net.module_ = copy.deepcopy(self.net.module_, {id(g): g for g in generators})
+        net.module = net.module_
+        net.history = copy.deepcopy(self.net.history)
+        net.callbacks_ = [
+            (name, other.monitor if cb is self.monitor else cb)
+            for name, cb in self.net.callbacks_
+        ]
+        net.callbacks = [("members", other.monitor)]
+        net.keep_members(index)
+        other.net = net
+        other.data = self.data.with_rows(
+            [self.data.member_rows[i] for i in index],
+            [self.data.generators[i] for i in index],
+        )
+        if self.valid is not None:
+            other.valid = self.valid.with_rows(
+                [self.valid.member_rows[i] for i in index], other.data.generators
+            )
+            net.train_split = other._split()
+        self.keep([m for m in self.members if m not in set(moved)])
+        for m in moved:  # they go on in ``other``, not dropped here
+            self._results.pop(m, None)
+        return other
 
 
 def train_members(module, specs, X, y, sample_weight=None):

@@ -367,6 +367,87 @@ def test_member_run_resumes_and_drops_members_exactly(digits):
                 assert_allclose(a, b, rtol=0, atol=1e-10, err_msg=f"{m} at {count}")
 
 
+def test_member_run_split_in_two_threads_equals_one_run(digits):
+    """split: the moved members and the kept ones each go on as in one run."""
+    import threading
+
+    X, y = digits
+    members = [
+        _mlp(max_iter=10),
+        _mlp(max_iter=10, learning_rate_init=0.03, alpha=1e-2),
+        _mlp(max_iter=10, dropout=0.3),
+        _mlp(max_iter=10, early_stopping=True, n_iter_no_change=2, tol=1e-3),
+        _mlp(max_iter=10, random_state=3),
+    ]
+    preps = [(est, est._prepare(X, y, None, False)) for est in members]
+    specs = [
+        MemberSpec(
+            p.plan,
+            np.arange(len(X)) if p.plan.train_rows is None else p.plan.train_rows,
+            p.plan.valid_rows,
+            (4, 10),
+        )
+        for _, p in preps
+    ]
+    full = preps[0][1]
+    whole = MemberRun(preps[0][0]._stack(preps), specs, full.X, full.target)
+    whole.advance(4).keep([0, 1, 2, 3]).advance()
+    run = MemberRun(preps[0][0]._stack(preps), specs, full.X, full.target)
+    run.advance(4).keep([0, 1, 2, 3])
+    other = run.split([3, 1])
+    assert run.members == [0, 2] and other.members == [1, 3]
+    threads = [threading.Thread(target=r.advance) for r in (run, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = whole.results
+    for m in range(4):
+        owner = other if m in other.members else run
+        got = owner.results[m]
+        assert sorted(got) == sorted(expected[m]) == [4, 10], m
+        for count in (4, 10):
+            a, b = got[count], expected[m][count]
+            assert [r["train_loss"] for r in a.history] == pytest.approx(
+                [r["train_loss"] for r in b.history], abs=1e-12
+            )
+            for k in b.module_state:
+                assert_allclose(a.module_state[k], b.module_state[k], atol=1e-12)
+    assert sorted(run.results[4]) == [4]  # dropped before the split, kept here
+    assert 4 not in other.results
+
+
+def test_balance_runs_splits_the_costliest_run_to_a_fair_share():
+    class Run:
+        def __init__(self, members):
+            self.members = list(members)
+
+        def split(self, moved):
+            self.members = [m for m in self.members if m not in moved]
+            return Run(moved)
+
+    def cost(chunk, members):
+        return chunk * len(members)  # the chunk stands for a member's cost
+
+    def sizes(live):
+        return [(chunk, len(run.members)) for chunk, run in live]
+
+    # one stack of nine on two threads: five and four
+    assert sizes(_pretrain.balance_runs([(1, Run(range(9)))], cost, 2)) == [
+        (1, 5),
+        (1, 4),
+    ]
+    # eighteen wide members (cost 36) beside nine narrow ones (9): a fair
+    # share (22) for one thread, the rest (14 + 9) for the other
+    live = [(2, Run(range(18))), (1, Run(range(9)))]
+    assert sizes(_pretrain.balance_runs(live, cost, 2)) == [(2, 11), (2, 7), (1, 9)]
+    # balanced already, one thread, or members that cannot be split: as is
+    live = [(1, Run(range(4))), (1, Run(range(5)))]
+    assert sizes(_pretrain.balance_runs(live, cost, 2)) == [(1, 5), (1, 4)]
+    assert sizes(_pretrain.balance_runs([(1, Run(range(9)))], cost, 1)) == [(1, 9)]
+    assert sizes(_pretrain.balance_runs([(1, Run([0]))], cost, 2)) == [(1, 1)]
+
+
 # --------------------------------------------------------------------------- Ctrl-C
 
 

@@ -119,6 +119,33 @@ def split_stacks(stacks, cost, n_workers, limit):
     return sorted(out, key=lambda ms: -sum(cost(m) for m in ms))
 
 
+def balance_runs(live, cost, n_workers, tolerance=1.1):
+    """Split stacks' runs so that ``n_workers`` threads finish together.
+
+    ``live`` holds ``(chunk, run)`` pairs (:class:`~sknets._members.MemberRun`)
+    and ``cost(chunk, members)`` says what training those members of the run
+    costs. While the costliest run takes more than ``tolerance`` times a
+    worker's fair share (the total over ``n_workers``), the members beyond a
+    fair share move to a run of their own (``MemberRun.split``): successive
+    halving's late rungs keep few stacks, and one stack of nine members would
+    leave the second thread idle. Returned costliest first, the order in
+    which the threads take them.
+    """
+    live = list(live)
+    while n_workers > 1 and live:
+        costs = [cost(chunk, run.members) for chunk, run in live]
+        fair = sum(costs) / n_workers
+        i = max(range(len(live)), key=costs.__getitem__)
+        chunk, run = live[i]
+        each = costs[i] / max(1, len(run.members))
+        # members are indivisible: within half a member of fair is balanced
+        if len(run.members) < 2 or costs[i] <= max(tolerance * fair, fair + each / 2):
+            break
+        keep = min(len(run.members) - 1, max(1, int(fair / each + 0.5)))
+        live.append((chunk, run.split(run.members[keep:])))
+    return sorted(live, key=lambda pair: -cost(pair[0], pair[1].members))
+
+
 def _stack_run(members, blocks):
     """The :class:`~sknets._members.MemberRun` of ``(net, prepared, block, epochs)``.
 
@@ -514,6 +541,11 @@ class Pretraining:
             for r in sorted(runs)
         ]
 
+    @staticmethod
+    def _run_cost(chunk, members):
+        """What training ``members`` of a stack's run costs, one epoch (bytes)."""
+        return sum(_member_bytes(chunk[m][0], chunk[m][1]) for m in members)
+
     def advance(self, epochs, runs, extra=()):
         """Train the members of ``runs`` (run indices) up to ``epochs``.
 
@@ -534,6 +566,8 @@ class Pretraining:
             run.keep([m for m, member in enumerate(chunk) if member[4] in runs])
             if run.members:
                 live.append((chunk, run))
+        # the refits take a thread each; the stacks share the others evenly
+        live = balance_runs(live, self._run_cost, self.n_workers - len(extra))
         self.stack_runs = live
         tasks = [delayed(_advance)(run, epochs, self.n_workers) for _, run in live]
         done = _parallel(
