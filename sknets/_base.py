@@ -22,6 +22,7 @@ from sknets._compat import (
     CALLBACK_BASES,
     Interval,
     Options,
+    ParamNamesCache,
     StrOptions,
     callback_fit_state,
     check_sample_weight,
@@ -56,6 +57,7 @@ class _BaseNet(
     _FittedMixin,
     _PredictMixin,
     _PortableStateMixin,
+    ParamNamesCache,
     BaseEstimator,
 ):
     """Base class of every sknets network estimator.

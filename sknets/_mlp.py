@@ -31,6 +31,15 @@ class _MLPMixin:
             sparse_input=sparse_input,
         )
 
+    def _widest_activation(self, module, n_features):
+        # every layer of an MLPModule but its Linears keeps its input's width
+        # (each search pick-up would otherwise pay a dry run)
+        return max(
+            layer.out_features
+            for layer in module.modules()
+            if isinstance(layer, nn.Linear)
+        )
+
     def _stack_signature(self, prepared):
         """What members must share to be stacked with this fit, or None."""
         if (

@@ -98,6 +98,11 @@ class _PredictMixin:
 
     # -------------------------------------------------------------- predict
 
+    def _widest_activation(self, module, n_features):
+        """:func:`widest_activation` of ``module`` (a dry run; subclasses that
+        know their layers' widths say it without one)."""
+        return widest_activation(module, n_features)
+
     def _predict_batch_rows(self, module, X):
         """Rows of ``X`` per forward pass when predicting or validating.
 
@@ -109,9 +114,9 @@ class _PredictMixin:
         by their stored values, not their width.
         """
         n_features = X.shape[1]
-        cached = self.__dict__.get("_widest")  # one dry run per network
+        cached = self.__dict__.get("_widest")  # once per network
         if cached is None or cached[0] is not module or cached[1] != n_features:
-            layers = widest_activation(module, n_features)
+            layers = self._widest_activation(module, n_features)
             cached = (
                 module,
                 n_features,

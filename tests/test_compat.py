@@ -114,3 +114,25 @@ def test_a_kernel_that_raises_type_error_at_run_time_falls_back(monkeypatch):
     dense = np.arange(40.0).reshape(20, 2)
     product = csr_t_matmul(X.indptr, X.indices, X.data, 7, dense)
     np.testing.assert_allclose(product, X.T @ dense)
+
+
+def test_parameter_names_are_each_class_own():
+    # asked once per class and kept: a subclass with parameters of its own
+    # gets its own names, and clone/set_params see them
+    from sklearn.base import clone
+
+    from sknets import MLPClassifier
+
+    class Wider(MLPClassifier):
+        def __init__(self, extra=1, alpha=1e-4):
+            super().__init__(alpha=alpha)
+            self.extra = extra
+
+    base = set(MLPClassifier().get_params())
+    assert set(Wider().get_params()) == {"extra", "alpha"}
+    assert set(MLPClassifier().get_params()) == base and len(base) > 20
+    est = clone(Wider(extra=5).set_params(alpha=0.5))
+    assert (est.extra, est.alpha) == (5, 0.5)
+    names = MLPClassifier._get_param_names()
+    names.append("changed by a caller")
+    assert "changed by a caller" not in MLPClassifier().get_params()

@@ -683,3 +683,21 @@ def test_partial_fit_calls_draw_new_batches_reproducibly(digits):
     assert len(set(seeds_a)) == 3  # a new shuffle order and dropout masks each call
     assert seeds_a == seeds_b
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+@pytest.mark.parametrize(
+    "kwargs, n_outputs",
+    [
+        ({"hidden_layer_sizes": (5, 40, 3)}, 1),
+        ({"hidden_layer_sizes": (2,), "batch_norm": True, "dropout": 0.2}, 9),
+        ({"hidden_layer_sizes": (16, 4), "activation": "tanh"}, 30),
+    ],
+)
+def test_prediction_batches_are_sized_by_the_measured_widest_layer(kwargs, n_outputs):
+    # the MLP names its widest activation without the dry run that measures it
+    from sknets._predicting import widest_activation
+
+    rng = np.random.RandomState(0)
+    X, Y = rng.rand(40, 7), rng.rand(40, n_outputs)
+    est = MLPRegressor(max_iter=2, random_state=0, **kwargs).fit(X, Y.squeeze())
+    assert est._widest_activation(est.module_, 7) == widest_activation(est.module_, 7)
