@@ -220,7 +220,8 @@ class MemberRun:
 
     def keep(self, members):
         """Go on with the members ``members`` (indices into ``specs``) only."""
-        keep = [m for m in self.members if m in set(members)]
+        wanted = set(members)
+        keep = [m for m in self.members if m in wanted]
         if keep == self.members:
             return self
         index = [self.members.index(m) for m in keep]
@@ -232,17 +233,21 @@ class MemberRun:
             return self
         self.monitor.keep_members(index)
         self.net.keep_members(index)
-        data = self.data
-        self.data = data.with_rows(
+        self._keep_rows(self, index)
+        return self
+
+    def _keep_rows(self, run, index):
+        """Give ``run`` the rows (and generators) of this run's members at ``index``."""
+        data, valid = self.data, self.valid
+        run.data = data.with_rows(
             [data.member_rows[i] for i in index],
             [data.generators[i] for i in index],
         )
-        if self.valid is not None:
-            self.valid = self.valid.with_rows(
-                [self.valid.member_rows[i] for i in index], self.data.generators
+        if valid is not None:
+            run.valid = valid.with_rows(
+                [valid.member_rows[i] for i in index], run.data.generators
             )
-            self.net.train_split = self._split()
-        return self
+            run.net.train_split = run._split()
 
     def split(self, members):
         """Move the live members ``members`` to a run of their own, returned.
@@ -254,7 +259,8 @@ class MemberRun:
         equal the whole trained alone. ``members`` index ``specs``, as
         :attr:`members` does, in both runs.
         """
-        moved = [m for m in self.members if m in set(members)]
+        wanted = set(members)
+        moved = [m for m in self.members if m in wanted]
         index = [self.members.index(m) for m in moved]
         other = copy.copy(self)
         other._results = {}
@@ -278,16 +284,8 @@ class MemberRun:
         net.callbacks = [("members", other.monitor)]
         net.keep_members(index)
         other.net = net
-        other.data = self.data.with_rows(
-            [self.data.member_rows[i] for i in index],
-            [self.data.generators[i] for i in index],
-        )
-        if self.valid is not None:
-            other.valid = self.valid.with_rows(
-                [self.valid.member_rows[i] for i in index], other.data.generators
-            )
-            net.train_split = other._split()
-        self.keep([m for m in self.members if m not in set(moved)])
+        self._keep_rows(other, index)
+        self.keep([m for m in self.members if m not in wanted])
         for m in moved:  # they go on in ``other``, not dropped here
             self._results.pop(m, None)
         return other
