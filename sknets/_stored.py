@@ -352,7 +352,7 @@ def _category(v):
 def _encoding(v):
     """A tabular network's encoder (see ``TabularEncoder.to_state``)."""
     keys = {"names", "categorical", "centers", "scales", "with_indicator", "categories"}
-    if not isinstance(v, dict) or set(v) != keys:
+    if not isinstance(v, dict) or set(v) - {"bins"} != keys:
         raise _Refused(f"unexpected table encoding {v!r}")
     names, categorical = v["names"], v["categorical"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -380,6 +380,17 @@ def _encoding(v):
             raise _Refused("a column's categories are not a list")
         for c in kept:
             _category(c)
+    if "bins" in v:  # piecewise-linear embeddings' bin edges, per numeric column
+        bins = v["bins"]
+        if not isinstance(bins, list) or len(bins) != n_numeric:
+            raise _Refused("the encoding's bins do not match its numeric columns")
+        for edges in bins:
+            edges = _numbers(edges)
+            pairs = zip(edges[:-1], edges[1:], strict=True)
+            if not 2 <= len(edges) <= 2**12 or not all(
+                math.isfinite(a) and a < b for a, b in pairs
+            ):
+                raise _Refused("a column's bin edges are not increasing numbers")
     return v
 
 

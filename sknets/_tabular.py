@@ -24,9 +24,14 @@ _TABULAR_CONSTRAINTS = {
     ],
     "n_members": [Interval(Integral, 1, None, closed="left")],
     "embedding_dim": [Interval(Integral, 1, None, closed="left")],
-    "numeric_embedding": [StrOptions({"periodic"}), None],
+    "numeric_embedding": [StrOptions({"periodic", "piecewise_linear"}), None],
     "max_categories": [Interval(Integral, 1, None, closed="left")],
 }
+
+
+# bins per number of piecewise-linear embeddings (rtdl_num_embeddings' default
+# is 48: on the small tables of benchmarks/bench_tabular.py 16 did better)
+_N_BINS = 16
 
 
 def _tabular_defaults(text):
@@ -89,10 +94,16 @@ default=(256, 256, 256)
         Largest embedding of a categorical column (one with ``c`` kept
         categories gets ``min(embedding_dim, c + 1)`` values).
 
-    numeric_embedding : {'periodic'} or None, default=None
-        None: numbers enter as scaled values; 'periodic': each through
-        periodic embeddings (``ReLU(Linear([cos(2 pi c x), sin(2 pi c
-        x)]))`` with trainable frequencies, 8 values per number).
+    numeric_embedding : {'piecewise_linear', 'periodic'} or None, \
+default='piecewise_linear'
+        How numbers enter the network, 8 values per number.
+        'piecewise_linear': piecewise-linear embeddings (Gorishniy et al.,
+        2022, in the form TabM uses): the scaled value cut into at most 16
+        bins of equal weight, their edges learned in ``fit``, and embedded
+        as a linear term plus a linear map of its bin encoding (which is 0
+        at first). 'periodic': ``ReLU(Linear([cos(2 pi c x), sin(2 pi c
+        x)]))`` with trainable frequencies ``c``. None: the scaled values as
+        they are.
 
     max_categories : int, default=64
         Categories kept per column, the most frequent (by weight); the others
@@ -130,9 +141,11 @@ _PREPROCESSING = """\
     256 rows (``batch_size='auto'``: ``min(256, n_samples)``), early
     stopping with patience 16) with RealMLP-TD's numeric preprocessing and,
     for classifiers, its label smoothing of 0.1 (Holzmüller et al., 2024).
-    Departures, for the CPU: 8 members (TabM: 32)
-    of width 256 (TabM: 512); scikit-learn's L2 ``alpha`` instead of AdamW's
-    weight decay; no numeric embeddings by default.
+    Numbers enter through piecewise-linear embeddings, TabM's recommended
+    variant. Departures, for the CPU: 8 members (TabM: 32) of width 256
+    (TabM: 512); scikit-learn's L2 ``alpha`` instead of AdamW's weight
+    decay; at most 16 bins per number (``rtdl_num_embeddings.compute_bins``:
+    48), embedded in 8 values.
 """
 
 
@@ -151,7 +164,11 @@ class _TabularMixin:
 
     def _fit_input(self, X, y, sample_weight):
         table = as_table(X, type(self).__name__)
-        encoder = TabularEncoder(self.categorical_features, self.max_categories)
+        encoder = TabularEncoder(
+            self.categorical_features,
+            self.max_categories,
+            _N_BINS if self.numeric_embedding == "piecewise_linear" else None,
+        )
         self._encoder = encoder.fit(table, sample_weight)
         self.is_categorical_ = encoder.is_categorical_.copy()
         return table
@@ -229,6 +246,7 @@ class _TabularMixin:
             dropout=float(self.dropout),
             embedding_dim=self.embedding_dim,
             numeric_embedding=self.numeric_embedding,
+            bins=encoder.bins_,
             out_activation=self._output_activation(),
         )
 
@@ -345,7 +363,7 @@ class TabularClassifier(ClassifierMixin, _TabularMixin, _ClassifierNet):
         activation="relu",
         *,
         embedding_dim=16,
-        numeric_embedding=None,
+        numeric_embedding="piecewise_linear",
         max_categories=64,
         label_smoothing=0.1,
         solver="adam",
@@ -459,7 +477,7 @@ class TabularRegressor(RegressorMixin, _TabularMixin, _RegressorNet):
         activation="relu",
         *,
         embedding_dim=16,
-        numeric_embedding=None,
+        numeric_embedding="piecewise_linear",
         max_categories=64,
         solver="adam",
         alpha=0.0001,

@@ -65,6 +65,27 @@ def weighted_quantiles(values, weights, qs):
     return values[np.minimum(at, len(values) - 1)]
 
 
+def _scaled(values, center, scale):
+    """Robust scaling, then RealMLP-TD's smooth clipping into ``(-3, 3)``."""
+    x = (values - center) * scale
+    return x / np.sqrt(1.0 + (x / _CLIP) ** 2)
+
+
+def _edges(values, weights, n_bins):
+    """At most ``n_bins`` bins of equal weight over ``values``: their edges.
+
+    Quantile edges without repeats (Gorishniy et al., 2022); a column of one
+    value gets the single bin ``[v - 1, v + 1]``.
+    """
+    if n_bins is None:
+        return None
+    qs = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = np.unique(weighted_quantiles(values, weights, qs))
+    if len(edges) < 2:
+        edges = np.array([edges[0] - 1.0, edges[0] + 1.0])
+    return edges
+
+
 def _numeric(column, name):
     """A column's values as float64 (NaN where missing); refuses text."""
     try:
@@ -98,11 +119,18 @@ class TabularEncoder:
     max_categories : int
         Categories kept per column (the most frequent); rarer ones share the
         code 0 with missing and unseen values.
+    n_bins : int or None, default=None
+        Bins per numeric column for piecewise-linear embeddings: the edges
+        are quantiles of the scaled values seen in ``fit`` (``bins_``), at
+        most ``n_bins`` bins, fewer where values repeat. None: no bins.
     """
 
-    def __init__(self, categorical_features="from_dtype", max_categories=64):
+    def __init__(
+        self, categorical_features="from_dtype", max_categories=64, n_bins=None
+    ):
         self.categorical_features = categorical_features
         self.max_categories = max_categories
+        self.n_bins = n_bins
 
     # ------------------------------------------------------------------ columns
 
@@ -180,7 +208,7 @@ class TabularEncoder:
         self.names_ = self._names(X)
         self.numeric_ = np.flatnonzero(~self.is_categorical_)
         self.categorical_ = np.flatnonzero(self.is_categorical_)
-        centers, scales, missing = [], [], []
+        centers, scales, missing, bins = [], [], [], []
         for j in self.numeric_:
             values = _numeric(self._column(X, j), self.names_[j])
             seen = ~np.isnan(values) & (w > 0)
@@ -188,6 +216,7 @@ class TabularEncoder:
                 centers.append(0.0)
                 scales.append(0.0)
                 missing.append(False)
+                bins.append(_edges(np.zeros(1), np.ones(1), self.n_bins))
                 continue
             missing.append(bool(np.isnan(values[w > 0]).any()))
             v, vw = values[seen], w[seen]
@@ -197,9 +226,11 @@ class TabularEncoder:
             spread = q3 - q1 if q3 > q1 else 0.5 * (hi - lo)
             centers.append(float(median))
             scales.append(1.0 / spread if spread > 0 else 0.0)
+            bins.append(_edges(_scaled(v, centers[-1], scales[-1]), vw, self.n_bins))
         self.centers_ = np.asarray(centers, dtype=np.float64)
         self.scales_ = np.asarray(scales, dtype=np.float64)
         self.with_indicator_ = np.asarray(missing, dtype=bool)
+        self.bins_ = None if self.n_bins is None else bins
         self.categories_ = []
         for j in self.categorical_:
             column = pd.Series(np.asarray(self._column(X, j), dtype=object))
@@ -227,7 +258,7 @@ class TabularEncoder:
 
     def to_state(self):
         """The fitted encoder as plain values (what ``sknets.save`` stores)."""
-        return {
+        state = {
             "names": list(self.names_),
             "categorical": [bool(c) for c in self.is_categorical_],
             "centers": [float(c) for c in self.centers_],
@@ -235,11 +266,20 @@ class TabularEncoder:
             "with_indicator": [bool(f) for f in self.with_indicator_],
             "categories": [[_plain(c) for c in kept] for kept in self.categories_],
         }
+        if self.bins_ is not None:
+            state["bins"] = [[float(e) for e in edges] for edges in self.bins_]
+        return state
 
     @classmethod
     def from_state(cls, state, categorical_features, max_categories):
         """The fitted encoder of :meth:`to_state` (checked by ``sknets.load``)."""
-        encoder = cls(categorical_features, max_categories)
+        bins = state.get("bins")  # only with piecewise-linear embeddings
+        encoder = cls(
+            categorical_features,
+            max_categories,
+            None if bins is None else max((len(e) - 1 for e in bins), default=1),
+        )
+        encoder.bins_ = None if bins is None else [np.asarray(e) for e in bins]
         encoder.names_ = list(state["names"])
         encoder.is_categorical_ = np.asarray(state["categorical"], dtype=bool)
         encoder.numeric_ = np.flatnonzero(~encoder.is_categorical_)
@@ -260,8 +300,7 @@ class TabularEncoder:
         for i, j in enumerate(self.numeric_):
             values = _numeric(self._column(X, j), self.names_[j])
             nan = np.isnan(values)
-            x = (values - self.centers_[i]) * self.scales_[i]
-            x = x / np.sqrt(1.0 + (x / _CLIP) ** 2)
+            x = _scaled(values, self.centers_[i], self.scales_[i])
             x[nan] = 0.0  # the median
             out[:, i] = x
             if self.with_indicator_[i]:

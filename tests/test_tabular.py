@@ -367,3 +367,74 @@ def test_label_smoothing_is_torchs_and_makes_probabilities_less_sure():
     np.testing.assert_allclose(
         smooth.validation_scores_, -np.asarray(smooth.validation_loss_curve_)
     )
+
+
+def test_piecewise_linear_encoding_is_that_of_the_paper():
+    from sknets.modules import PiecewiseLinearEmbeddings
+
+    # feature 0: bins [0, 1], [1, 2], [2, 4]; feature 1: the one bin [-1, 1]
+    emb = PiecewiseLinearEmbeddings([[0.0, 1.0, 2.0, 4.0], [-1.0, 1.0]], dim=3)
+    x = torch.tensor([[-0.5, 3.0], [1.5, -3.0], [5.0, 0.0]])
+    enc = emb.encode(x)
+    expected = torch.tensor(
+        [
+            # below the first edge: only the first bin, not clipped below
+            [[-0.5, 0.0, 0.0], [2.0, 0.0, 0.0]],
+            # inside the second bin: the first full, the second half
+            [[1.0, 0.5, 0.0], [-1.0, 0.0, 0.0]],
+            # beyond the last edge: the last bin not clipped above
+            [[1.0, 1.0, 1.5], [0.5, 0.0, 0.0]],
+        ]
+    )
+    torch.testing.assert_close(enc, expected)
+    # training starts from linear embeddings: the bins' weights are zero
+    affine = x.unsqueeze(-1) * emb.linear_weight + emb.linear_bias + emb.bias
+    torch.testing.assert_close(emb(x), affine.flatten(1))
+    with torch.no_grad():
+        emb.weight.normal_()
+    assert not torch.allclose(emb(x), affine.flatten(1))
+
+
+def test_piecewise_linear_bins_are_quantiles_of_the_scaled_values():
+    rng = np.random.RandomState(0)
+    X = pd.DataFrame(
+        {
+            "wide": rng.exponential(size=500),
+            "few": rng.randint(0, 3, size=500).astype(float),
+            "constant": np.full(500, 7.0),
+        }
+    )
+    enc = TabularEncoder(n_bins=8).fit(X)
+    wide, few, constant = enc.bins_
+    scaled = enc.transform(X, np.float64)
+    assert len(wide) == 9  # 8 bins of equal weight
+    np.testing.assert_allclose(
+        wide, np.quantile(scaled[:, 0], np.linspace(0, 1, 9), method="inverted_cdf")
+    )
+    np.testing.assert_allclose(few, np.unique(scaled[:, 1]))  # no empty bins
+    np.testing.assert_array_equal(constant, [-1.0, 1.0])  # one bin around it
+    assert TabularEncoder().fit(X).bins_ is None  # only when asked
+
+
+def test_piecewise_linear_embeddings_fit_save_and_load(tmp_path):
+    X, y = _table()
+    clf = TabularClassifier(numeric_embedding="piecewise_linear", **SMALL).fit(X, y)
+    assert clf.score(X, y) > 0.95
+    n_numeric = 2  # 'size' and 'count'
+    assert clf.net_.module_.piecewise.weight.shape[0] == n_numeric
+    sknets.save(clf, tmp_path / "clf.sknets")
+    back = sknets.load(tmp_path / "clf.sknets")
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    back2 = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(back2.predict_proba(X), clf.predict_proba(X))
+    refit = clone(clf).fit(X, y)  # random_state reproduces
+    np.testing.assert_array_equal(refit.predict_proba(X), clf.predict_proba(X))
+
+
+def test_load_refuses_bins_that_do_not_increase(tmp_path):
+    X, y = _table()
+    clf = TabularClassifier(numeric_embedding="piecewise_linear", **SMALL).fit(X, y)
+    clf._encoder.bins_[0] = clf._encoder.bins_[0][::-1]
+    sknets.save(clf, tmp_path / "bad.sknets")
+    with pytest.raises(ValueError, match="bin edges"):
+        sknets.load(tmp_path / "bad.sknets")

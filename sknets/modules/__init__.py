@@ -13,7 +13,11 @@ from sknets.modules._convnet import ConvNetModule, conv_output_size
 from sknets.modules._images import FineTuneModule, ImageFeatures
 from sknets.modules._members import StackedMLP
 from sknets.modules._mlp import MLPModule, glorot_init_
-from sknets.modules._tabular import PeriodicEmbeddings, TabularModule
+from sknets.modules._tabular import (
+    PeriodicEmbeddings,
+    PiecewiseLinearEmbeddings,
+    TabularModule,
+)
 
 __all__ = [
     "CifarResNet",
@@ -22,6 +26,7 @@ __all__ = [
     "ImageFeatures",
     "MLPModule",
     "PeriodicEmbeddings",
+    "PiecewiseLinearEmbeddings",
     "SqueezeNet11",
     "StackedMLP",
     "TabularModule",

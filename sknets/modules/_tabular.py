@@ -43,6 +43,63 @@ class PeriodicEmbeddings(nn.Module):
         return torch.relu(out).flatten(1)
 
 
+class PiecewiseLinearEmbeddings(nn.Module):
+    """Each number as a linear term plus a linear map of its bin encoding.
+
+    The piecewise-linear embeddings of Gorishniy et al. (2022, "PLE"), in the
+    form TabM uses them (``rtdl_num_embeddings``' version "B", no
+    activation): for feature ``f`` with bin edges ``b_0 < ... < b_T``, the
+    encoding has one value per bin, ``(x - b_{t-1}) / (b_t - b_{t-1})``
+    clipped into ``[0, 1]`` (the first bin is not clipped below, the last one
+    not above), and the embedding is ``x w_f + c_f + E_f(x) V_f + d_f`` with
+    ``V_f`` zero at first, so that training starts from linear embeddings.
+
+    Parameters
+    ----------
+    bins : sequence of array-like
+        Each feature's bin edges, increasing, at least two.
+    dim : int
+        Values per feature out.
+    """
+
+    def __init__(self, bins, dim):
+        super().__init__()
+        n_bins = [len(edges) - 1 for edges in bins]
+        if min(n_bins) < 1:
+            raise ValueError("every feature needs at least two bin edges")
+        F, T = len(bins), max(n_bins)
+        left = torch.zeros(F, T, dtype=torch.float64)
+        width = torch.ones(F, T, dtype=torch.float64)
+        low = torch.zeros(F, T, dtype=torch.float64)
+        high = torch.ones(F, T, dtype=torch.float64)
+        for f, edges in enumerate(bins):
+            edges = torch.as_tensor(edges, dtype=torch.float64)
+            n = len(edges) - 1
+            left[f, :n], width[f, :n] = edges[:-1], edges.diff()
+            low[f, 0], high[f, n - 1] = -math.inf, math.inf
+            high[f, n:] = 0.0  # padding: clamped into [0, 0]
+        dtype = torch.get_default_dtype()
+        self.register_buffer("left", left.to(dtype))
+        self.register_buffer("inverse_width", width.reciprocal().to(dtype))
+        self.register_buffer("low", low.to(dtype))
+        self.register_buffer("high", high.to(dtype))
+        bound = 1.0 / math.sqrt(dim)  # rtdl's LinearEmbeddings
+        self.linear_weight = nn.Parameter(torch.empty(F, dim).uniform_(-bound, bound))
+        self.linear_bias = nn.Parameter(torch.empty(F, dim).uniform_(-bound, bound))
+        self.weight = nn.Parameter(torch.zeros(F, T, dim))
+        bound = 1.0 / math.sqrt(T)
+        self.bias = nn.Parameter(torch.empty(F, dim).uniform_(-bound, bound))
+
+    def encode(self, x):  # (B, F) -> (B, F, T)
+        t = (x.unsqueeze(-1) - self.left) * self.inverse_width
+        return torch.clamp(t, self.low, self.high)
+
+    def forward(self, x):  # (B, F) -> (B, F * dim)
+        linear = x.unsqueeze(-1) * self.linear_weight + self.linear_bias
+        out = torch.einsum("bft,ftd->bfd", self.encode(x), self.weight) + self.bias
+        return (linear + out).flatten(1)
+
+
 def combine(raw, out_activation):
     """The raw outputs whose activation is the mean of the members' activations.
 
@@ -101,11 +158,14 @@ class TabularModule(nn.Module):
     embedding_dim : int, default=16
         Largest embedding of a category (a column with ``c`` codes gets
         ``min(embedding_dim, c)`` values).
-    numeric_embedding : {'periodic', None}, default=None
-        How numbers enter: as they are, or through periodic embeddings of
+    numeric_embedding : {'periodic', 'piecewise_linear', None}, default=None
+        How numbers enter: as they are, or through
+        :class:`PeriodicEmbeddings` or :class:`PiecewiseLinearEmbeddings` of
         ``numeric_embedding_dim`` values each.
     numeric_embedding_dim : int, default=8
-        Values per number of the periodic embeddings.
+        Values per number of the embeddings.
+    bins : sequence of array-like or None, default=None
+        Bin edges of each number, for ``'piecewise_linear'``.
     out_activation : str, default='identity'
         What turns raw outputs into predictions, for the eval-mode mean.
     """
@@ -124,18 +184,24 @@ class TabularModule(nn.Module):
         embedding_dim=16,
         numeric_embedding=None,
         numeric_embedding_dim=8,
+        bins=None,
         out_activation="identity",
     ):
         super().__init__()
         self.n_numeric, self.n_indicators = int(n_numeric), int(n_indicators)
         self.ensemble_size, self.out_activation = int(n_members), out_activation
-        self.periodic = None
+        self.periodic = self.piecewise = None  # the numbers' embedding, if any
         width = self.n_numeric + self.n_indicators
+        if numeric_embedding not in (None, "periodic", "piecewise_linear"):
+            raise ValueError(f"unknown numeric_embedding {numeric_embedding!r}")
         if numeric_embedding == "periodic" and self.n_numeric:
             self.periodic = PeriodicEmbeddings(self.n_numeric, numeric_embedding_dim)
+        elif numeric_embedding == "piecewise_linear" and self.n_numeric:
+            if bins is None or len(bins) != self.n_numeric:
+                raise ValueError("piecewise_linear needs the bins of every number")
+            self.piecewise = PiecewiseLinearEmbeddings(bins, numeric_embedding_dim)
+        if self.periodic is not None or self.piecewise is not None:
             width += self.n_numeric * (numeric_embedding_dim - 1)
-        elif numeric_embedding not in (None, "periodic"):
-            raise ValueError(f"unknown numeric_embedding {numeric_embedding!r}")
         self.embeddings = nn.ModuleList()
         for c in cardinalities:
             dim = min(int(embedding_dim), int(c))
@@ -170,7 +236,8 @@ class TabularModule(nn.Module):
         """The rows as the members' common input, ``(rows, width)``."""
         n_num = self.n_numeric + self.n_indicators
         numbers = X[:, : self.n_numeric]
-        parts = [self.periodic(numbers) if self.periodic is not None else numbers]
+        embedding = self.periodic if self.periodic is not None else self.piecewise
+        parts = [numbers if embedding is None else embedding(numbers)]
         parts.append(X[:, self.n_numeric : n_num])
         codes = X[:, n_num:].long()
         parts += [emb(codes[:, i]) for i, emb in enumerate(self.embeddings)]
