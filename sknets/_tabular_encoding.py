@@ -125,6 +125,8 @@ class TabularEncoder:
         most ``n_bins`` bins, fewer where values repeat. None: no bins.
     """
 
+    bins_ = None  # a class default: encoders pickled before bins have it too
+
     def __init__(
         self, categorical_features="from_dtype", max_categories=64, n_bins=None
     ):

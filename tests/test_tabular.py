@@ -438,3 +438,18 @@ def test_load_refuses_bins_that_do_not_increase(tmp_path):
     sknets.save(clf, tmp_path / "bad.sknets")
     with pytest.raises(ValueError, match="bin edges"):
         sknets.load(tmp_path / "bad.sknets")
+
+
+def test_networks_pickled_before_numeric_bins_still_predict_and_save(tmp_path):
+    X, y = _table()
+    clf = TabularClassifier(numeric_embedding=None, **SMALL).fit(X, y)
+    expected = clf.predict_proba(X)
+    old = pickle.loads(pickle.dumps(clf))
+    # what a network pickled before piecewise-linear embeddings holds
+    del old.net_.module_.piecewise
+    del old._encoder.bins_
+    del old._encoder.n_bins
+    np.testing.assert_array_equal(old.predict_proba(X), expected)
+    sknets.save(old, tmp_path / "old.sknets")
+    back = sknets.load(tmp_path / "old.sknets")
+    np.testing.assert_array_equal(back.predict_proba(X), expected)

@@ -236,7 +236,8 @@ class TabularModule(nn.Module):
         """The rows as the members' common input, ``(rows, width)``."""
         n_num = self.n_numeric + self.n_indicators
         numbers = X[:, : self.n_numeric]
-        embedding = self.periodic if self.periodic is not None else self.piecewise
+        # modules pickled before piecewise-linear embeddings have no .piecewise
+        embedding = self.periodic or getattr(self, "piecewise", None)
         parts = [numbers if embedding is None else embedding(numbers)]
         parts.append(X[:, self.n_numeric : n_num])
         codes = X[:, n_num:].long()
