@@ -453,3 +453,19 @@ def test_networks_pickled_before_numeric_bins_still_predict_and_save(tmp_path):
     sknets.save(old, tmp_path / "old.sknets")
     back = sknets.load(tmp_path / "old.sknets")
     np.testing.assert_array_equal(back.predict_proba(X), expected)
+
+
+@pytest.mark.parametrize(
+    "tamper, match",
+    [
+        (lambda bins: None, "needs the bins"),  # piecewise_linear without bins
+        (lambda bins: [e[:2] for e in bins], "piecewise.weight"),  # other shapes
+    ],
+)
+def test_load_refuses_bins_that_do_not_build_the_network(tmp_path, tamper, match):
+    X, y = _table()
+    clf = TabularClassifier(numeric_embedding="piecewise_linear", **SMALL).fit(X, y)
+    clf._encoder.bins_ = tamper(clf._encoder.bins_)
+    sknets.save(clf, tmp_path / "bad.sknets")
+    with pytest.raises(ValueError, match=match):
+        sknets.load(tmp_path / "bad.sknets")
