@@ -23,6 +23,11 @@ Printed per search: wall time, its ratio to ``sklearn``, the refit's time,
 best score and parameters, the rungs; then the largest difference between
 the two searches' ``mean_test_score`` (0 up to float rounding: the same
 fits). ``--json`` writes everything.
+
+``--timeline`` runs sknets' search alone, instrumented: when each rung, each
+stack's training in it and the refit beside the last rung start and end, in
+which thread, with how many members to how many epochs; the gaps between
+rungs are scikit-learn picking up and scoring the trained states.
 """
 
 import argparse
@@ -85,6 +90,114 @@ def run_one(name, n_jobs, threads, device):
     }
 
 
+def timeline_one(n_jobs, threads, device):
+    """Where sknets' halving search spends its seconds, rung by rung (instrumented).
+
+    Wraps, without copying their code, each rung (``Pretraining.advance``),
+    each stack's training in it (``_advance``) and each refit trained beside
+    the last rung (``_train_run``): their start and end on one clock, the
+    thread, members and epochs. Between rungs: scikit-learn picking up and
+    scoring the trained states; before the first: planning and building.
+    """
+    import threading
+
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    from sklearn.datasets import load_digits
+
+    import sknets.model_selection._pretrain as pretrain
+    from sknets import MLPClassifier
+    from sknets.model_selection import HalvingGridSearchCV
+
+    events, clock = [], [0.0]
+
+    def timed(owner, name, label, describe):
+        inner = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                members, epochs = describe(*args, **kwargs)
+                events.append(
+                    {
+                        "what": label,
+                        "thread": threading.current_thread().name,
+                        "members": members,
+                        "epochs": epochs,
+                        "start": start - clock[0],
+                        "end": time.perf_counter() - clock[0],
+                    }
+                )
+
+        setattr(owner, name, wrapper)
+        return inner
+
+    saved = [
+        (
+            pretrain.Pretraining,
+            "advance",
+            timed(
+                pretrain.Pretraining,
+                "advance",
+                "rung",
+                lambda self, epochs, runs, extra=(): (len(runs), epochs),
+            ),
+        ),
+        (
+            pretrain,
+            "_advance",
+            timed(
+                pretrain,
+                "_advance",
+                "stack",
+                lambda run, epochs, n_workers: (len(run.members), epochs),
+            ),
+        ),
+        (
+            pretrain,
+            "_train_run",
+            timed(
+                pretrain, "_train_run", "refit", lambda *a, **k: (1, k["epochs"][-1])
+            ),
+        ),
+    ]
+    X, y = load_digits(return_X_y=True)
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    search = HalvingGridSearchCV(
+        MLPClassifier(random_state=0, device=device), GRID, **HALVING, n_jobs=n_jobs
+    )
+    clock[0] = time.perf_counter()
+    search.fit(X, y)
+    total = time.perf_counter() - clock[0]
+    for owner, name, inner in saved:
+        setattr(owner, name, inner)
+    return {"seconds": total, "events": sorted(events, key=lambda e: e["start"])}
+
+
+def _print_timeline(result):
+    print(f"sknets halving, {result['seconds']:.2f} s in all (instrumented)")
+    last = 0.0
+    for e in result["events"]:
+        if e["what"] == "rung":
+            gap = "plan and build" if last == 0.0 else "pick-ups and scoring"
+            print(f"  {last:5.2f} -> {e['start']:5.2f}  {gap}")
+            print(
+                f"  {e['start']:5.2f} -> {e['end']:5.2f}  rung: {e['members']} "
+                f"candidates to {e['epochs']} epochs"
+            )
+            last = e["end"]
+        else:
+            print(
+                f"      {e['start']:5.2f} -> {e['end']:5.2f}  {e['what']} of "
+                f"{e['members']} members to {e['epochs']} epochs ({e['thread']})"
+            )
+    print(f"  {last:5.2f} -> {result['seconds']:5.2f}  pick-ups, scoring and the rest")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--searches", default=",".join(SEARCHES))
@@ -92,8 +205,27 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="sknets' search only, instrumented: each rung, stack and refit in time",
+    )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.timeline and args.one:  # a child process: JSON on stdout
+        result = timeline_one(args.n_jobs, args.threads, args.device)
+        print(json.dumps(result))
+        return result
+    if args.timeline:
+        cmd = [sys.executable, __file__, "--one", "sknets", "--timeline"]
+        cmd += ["--n-jobs", str(args.n_jobs), "--threads", str(args.threads)]
+        cmd += ["--device", args.device]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        _print_timeline(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return result
     if args.one:  # a child process: one search, JSON on stdout
         result = run_one(args.one, args.n_jobs, args.threads, args.device)
         print(json.dumps(result))
