@@ -284,10 +284,18 @@ _fused_adam_kernel = getattr(torch, "_fused_adam_", None)
 _fused_sgd_kernel = getattr(torch, "_fused_sgd_", None)
 
 
-def _fused_adam(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps):
-    """One fused Adam step (no weight decay, no amsgrad), steps counted, in place."""
-    for t in steps:
-        t.add_(1)
+def _fused_adam(
+    params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, eps, counted=False
+):
+    """One fused Adam step (no weight decay, no amsgrad), in place.
+
+    Each step count of ``steps`` is counted first (as torch's ``Adam`` does),
+    unless ``counted``: then they already hold this step's number (one tensor
+    may then stand for many parameters).
+    """
+    if not counted:
+        for t in steps:
+            t.add_(1)
     _fused_adam_kernel(
         params,
         grads,

@@ -239,9 +239,13 @@ class StackedAdam(_StackedOptimizer):
         loss = _evaluate(closure)
         moving, everyone = self._moving()
         uniform = everyone and bool((self.steps == self.steps[0]).all())
-        if uniform and bool((self.member_lr == self.member_lr[0]).all()):
-            self._torch_step(int(self.steps[0]), float(self.member_lr[0]))
-            return loss
+        if uniform:
+            rates = self.member_lr.tolist()
+            if all(r == rates[0] for r in rates):
+                self._torch_step(int(self.steps[0]), rates[0])
+                return loss
+            if self._grouped_step(int(self.steps[0]), rates):
+                return loss
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             eps = group["eps"]
@@ -282,6 +286,50 @@ class StackedAdam(_StackedOptimizer):
             # torch's scalar step count, for the steps all members take together
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         return state["exp_avg"], state["exp_avg_sq"]
+
+    def _grouped_step(self, n, rates):
+        """Every member steps its ``n``-th step, at its own rate: one fused
+        Adam call per learning rate, over the members' slices (the kernel a
+        member's own network runs). False where there is no fused kernel for
+        these tensors."""
+        if fused_adam is None or not all(
+            p.device.type in ("cpu", "cuda")
+            for group in self.param_groups
+            for p in group["params"]
+        ):
+            return False
+        members = {}
+        for m, rate in enumerate(rates):
+            members.setdefault(rate, []).append(m)
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            # each tensor's member slices, views: the kernel updates in place
+            slices = [
+                (
+                    p.unbind(0),
+                    p.grad.unbind(0),
+                    *(t.unbind(0) for t in self._moments(p)),
+                )
+                for p in params
+            ]
+            step = torch.full(
+                (), float(n), dtype=torch.float32, device=params[0].device
+            )
+            beta1, beta2 = group["betas"]
+            for rate, index in members.items():
+                lists = [[s[i][m] for s in slices for m in index] for i in range(4)]
+                fused_adam(
+                    *lists,
+                    [step] * len(lists[0]),
+                    lr=rate,
+                    beta1=beta1,
+                    beta2=beta2,
+                    eps=group["eps"],
+                    counted=True,
+                )
+            for p in params:
+                self.state[p]["step"].fill_(n)
+        return True
 
     def _torch_step(self, n, lr):
         """Every member steps at one learning rate: torch's own (fused) Adam."""
