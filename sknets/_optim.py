@@ -303,6 +303,8 @@ class StackedAdam(_StackedOptimizer):
             members.setdefault(rate, []).append(m)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
             # each tensor's member slices, views: the kernel updates in place
             slices = [
                 (
