@@ -99,8 +99,7 @@ def timeline_one(n_jobs, threads, device):
     thread, members and epochs. Between rungs: scikit-learn picking up and
     scoring the trained states; before the first: planning and building.
     """
-    import threading
-
+    import _timing
     import torch
 
     torch.set_num_threads(threads)
@@ -114,27 +113,20 @@ def timeline_one(n_jobs, threads, device):
     events, clock = [], [0.0]
 
     def timed(owner, name, label, describe):
-        inner = getattr(owner, name)
+        def record(args, kwargs, thread, start, end):
+            members, epochs = describe(*args, **kwargs)
+            events.append(
+                {
+                    "what": label,
+                    "thread": thread,
+                    "members": members,
+                    "epochs": epochs,
+                    "start": start - clock[0],
+                    "end": end - clock[0],
+                }
+            )
 
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                members, epochs = describe(*args, **kwargs)
-                events.append(
-                    {
-                        "what": label,
-                        "thread": threading.current_thread().name,
-                        "members": members,
-                        "epochs": epochs,
-                        "start": start - clock[0],
-                        "end": time.perf_counter() - clock[0],
-                    }
-                )
-
-        setattr(owner, name, wrapper)
-        return inner
+        return _timing.timed(owner, name, record)
 
     saved = [
         (

@@ -222,8 +222,7 @@ def profile_one(grid, n_jobs, threads, device):
     the trained states and scoring of every (candidate, fold)), the refit,
     and the rest.
     """
-    import threading
-
+    import _timing
     import torch
     from sklearn.model_selection._search import BaseSearchCV
 
@@ -236,19 +235,10 @@ def profile_one(grid, n_jobs, threads, device):
     events = []
 
     def timed(owner, name, label):
-        inner = getattr(owner, name)
+        def record(args, kwargs, thread, start, end):
+            events.append((label, thread, start, end))
 
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                events.append(
-                    (label, threading.current_thread().name, start, time.perf_counter())
-                )
-
-        setattr(owner, name, wrapper)
-        return inner
+        return _timing.timed(owner, name, record)
 
     saved = [
         (
