@@ -77,8 +77,6 @@ def _edges(values, weights, n_bins):
     Quantile edges without repeats (Gorishniy et al., 2022); a column of one
     value gets the single bin ``[v - 1, v + 1]``.
     """
-    if n_bins is None:
-        return None
     qs = np.linspace(0.0, 1.0, n_bins + 1)
     edges = np.unique(weighted_quantiles(values, weights, qs))
     if len(edges) < 2:
@@ -218,7 +216,8 @@ class TabularEncoder:
                 centers.append(0.0)
                 scales.append(0.0)
                 missing.append(False)
-                bins.append(_edges(np.zeros(1), np.ones(1), self.n_bins))
+                if self.n_bins is not None:
+                    bins.append(_edges(np.zeros(1), np.ones(1), self.n_bins))
                 continue
             missing.append(bool(np.isnan(values[w > 0]).any()))
             v, vw = values[seen], w[seen]
@@ -228,7 +227,9 @@ class TabularEncoder:
             spread = q3 - q1 if q3 > q1 else 0.5 * (hi - lo)
             centers.append(float(median))
             scales.append(1.0 / spread if spread > 0 else 0.0)
-            bins.append(_edges(_scaled(v, centers[-1], scales[-1]), vw, self.n_bins))
+            if self.n_bins is not None:  # edges of the values as transform scales them
+                scaled = _scaled(v, centers[-1], scales[-1])
+                bins.append(_edges(scaled, vw, self.n_bins))
         self.centers_ = np.asarray(centers, dtype=np.float64)
         self.scales_ = np.asarray(scales, dtype=np.float64)
         self.with_indicator_ = np.asarray(missing, dtype=bool)
