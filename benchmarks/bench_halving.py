@@ -94,10 +94,12 @@ def timeline_one(n_jobs, threads, device):
     """Where sknets' halving search spends its seconds, rung by rung (instrumented).
 
     Wraps, without copying their code, each rung (``Pretraining.advance``),
-    each stack's training in it (``_advance``) and each refit trained beside
-    the last rung (``_train_run``): their start and end on one clock, the
-    thread, members and epochs. Between rungs: scikit-learn picking up and
-    scoring the trained states; before the first: planning and building.
+    each stack's training in it (``_advance`` in a thread; in a worker
+    process, from the request to the reply with the states) and each refit
+    trained beside the last rung (``_train_run``): their start and end on one
+    clock, the thread or worker, members and epochs. Between rungs:
+    scikit-learn picking up and scoring the trained states; before the
+    first: planning, building and forking the workers.
     """
     import _timing
     import torch
@@ -107,6 +109,7 @@ def timeline_one(n_jobs, threads, device):
     from sklearn.datasets import load_digits
 
     import sknets.model_selection._pretrain as pretrain
+    import sknets.model_selection._workers as workers
     from sknets import MLPClassifier
     from sknets.model_selection import HalvingGridSearchCV
 
@@ -157,6 +160,37 @@ def timeline_one(n_jobs, threads, device):
             ),
         ),
     ]
+    # stacks in worker processes: from the request to the reply, seen here
+    pending, send, receive = {}, workers.ForkedRuns._send, workers.ForkedRuns._receive
+
+    def sending(self, worker, command, *args):
+        if command == "advance":
+            rids, epochs = args
+            members = sum(len(r.members) for _, r in self.live if r.rid in rids)
+            pending[worker] = (time.perf_counter(), members, epochs)
+        return send(self, worker, command, *args)
+
+    def receiving(self, worker):
+        value = receive(self, worker)
+        if worker in pending:
+            start, members, epochs = pending.pop(worker)
+            events.append(
+                {
+                    "what": "stacks",
+                    "thread": f"worker process {worker}",
+                    "members": members,
+                    "epochs": epochs,
+                    "start": start - clock[0],
+                    "end": time.perf_counter() - clock[0],
+                }
+            )
+        return value
+
+    workers.ForkedRuns._send, workers.ForkedRuns._receive = sending, receiving
+    saved += [
+        (workers.ForkedRuns, "_send", send),
+        (workers.ForkedRuns, "_receive", receive),
+    ]
     X, y = load_digits(return_X_y=True)
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     search = HalvingGridSearchCV(
@@ -175,7 +209,7 @@ def _print_timeline(result):
     last = 0.0
     for e in result["events"]:
         if e["what"] == "rung":
-            gap = "plan and build" if last == 0.0 else "pick-ups and scoring"
+            gap = "plan, build (and fork)" if last == 0.0 else "pick-ups and scoring"
             print(f"  {last:5.2f} -> {e['start']:5.2f}  {gap}")
             print(
                 f"  {e['start']:5.2f} -> {e['end']:5.2f}  rung: {e['members']} "

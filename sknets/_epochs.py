@@ -412,10 +412,15 @@ class MemberMonitor(Callback):
         self.start = time.perf_counter()
 
     def keep_members(self, index):
-        """Keep the members ``index`` only (their results stay with the run)."""
+        """Keep the members ``index`` only (their results stay with the run).
+
+        Before the run has trained (a rung's runs are split to balance the
+        workers before the first trains) only the specs are there to keep.
+        """
         for name in ("specs", "states", "rows", "results", "live", "n_train"):
-            values = getattr(self, name)
-            setattr(self, name, [values[i] for i in index])
+            if name in self.__dict__:
+                values = self.__dict__[name]
+                setattr(self, name, [values[i] for i in index])
 
     def on_epoch_begin(self, net, **kwargs):
         self._epoch_start = time.perf_counter()

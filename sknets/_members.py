@@ -192,8 +192,9 @@ class MemberRun:
     @property
     def results(self):
         out = dict(self._results)
+        trained = self.monitor.__dict__.get("results")  # None: not trained yet
         for position, m in enumerate(self.members):
-            out[m] = self.monitor.results[position]
+            out[m] = {} if trained is None else trained[position]
         return out
 
     @property
@@ -225,9 +226,10 @@ class MemberRun:
         if keep == self.members:
             return self
         index = [self.members.index(m) for m in keep]
-        for position, m in enumerate(self.members):
+        results = self.results
+        for m in self.members:
             if m not in keep:
-                self._results[m] = self.monitor.results[position]
+                self._results[m] = results[m]
         self.members = keep
         if not keep:
             return self

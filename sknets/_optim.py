@@ -193,6 +193,15 @@ class _StackedOptimizer(_Unguarded, torch.optim.Optimizer):
         self.active = self.live.clone()
         self.steps = torch.zeros(len(member_lr), dtype=torch.int64, device=first.device)
 
+    def __getstate__(self):
+        # torch's optimizers pickle their defaults, state and groups only: the
+        # members' rates, steps and masks go too (a halving search's run moves
+        # between worker processes by pickle)
+        state = super().__getstate__()
+        for name in ("_settings", "member_lr", "live", "active", "steps"):
+            state[name] = self.__dict__[name]
+        return state
+
     def _moving(self):
         moving = self.active & self.live
         self.steps += moving

@@ -8,11 +8,16 @@ survivor from scratch at every rung), or with standalone fits, never with
 stored numbers.
 """
 
+import multiprocessing
+import os
+import signal
+import threading
 import time
 import warnings
 
 import numpy as np
 import pytest
+from joblib import parallel_config
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import loguniform
 from sklearn.datasets import load_digits, load_iris
@@ -29,11 +34,13 @@ from sknets.model_selection import (
     HalvingGridSearchCV,
     HalvingRandomSearchCV,
     _pretrain,
+    _workers,
 )
 from sknets.model_selection._rungs import rung_schedule
 from tests.test_members import (  # noqa: F401 (a fixture)
     _clear_interrupt,
     _ctrl_c_after,
+    forking,
     posix_main_thread,
 )
 
@@ -367,8 +374,11 @@ def test_member_run_resumes_and_drops_members_exactly(digits):
                 assert_allclose(a, b, rtol=0, atol=1e-10, err_msg=f"{m} at {count}")
 
 
-def test_member_run_split_in_two_threads_equals_one_run(digits):
-    """split: the moved members and the kept ones each go on as in one run."""
+@pytest.mark.parametrize("moved", ["thread", "pickle"])
+def test_member_run_split_in_two_equals_one_run(digits, moved):
+    """split: the moved members and the kept ones each go on as in one run,
+    side by side in two threads, or moved by pickle (as between processes)."""
+    import pickle
     import threading
 
     X, y = digits
@@ -395,6 +405,8 @@ def test_member_run_split_in_two_threads_equals_one_run(digits):
     run = MemberRun(preps[0][0]._stack(preps), specs, full.X, full.target)
     run.advance(4).keep([0, 1, 2, 3])
     other = run.split([3, 1])
+    if moved == "pickle":
+        other = pickle.loads(pickle.dumps(other))
     assert run.members == [0, 2] and other.members == [1, 3]
     threads = [threading.Thread(target=r.advance) for r in (run, other)]
     for t in threads:
@@ -433,19 +445,19 @@ def test_balance_runs_splits_the_costliest_run_to_a_fair_share():
         return [(chunk, len(run.members)) for chunk, run in live]
 
     # one stack of nine on two threads: five and four
-    assert sizes(_pretrain.balance_runs([(1, Run(range(9)))], cost, 2)) == [
+    assert sizes(_workers.balance_runs([(1, Run(range(9)))], cost, 2)) == [
         (1, 5),
         (1, 4),
     ]
     # eighteen wide members (cost 36) beside nine narrow ones (9): a fair
     # share (22) for one thread, the rest (14 + 9) for the other
     live = [(2, Run(range(18))), (1, Run(range(9)))]
-    assert sizes(_pretrain.balance_runs(live, cost, 2)) == [(2, 11), (2, 7), (1, 9)]
+    assert sizes(_workers.balance_runs(live, cost, 2)) == [(2, 11), (2, 7), (1, 9)]
     # balanced already, one thread, or members that cannot be split: as is
     live = [(1, Run(range(4))), (1, Run(range(5)))]
-    assert sizes(_pretrain.balance_runs(live, cost, 2)) == [(1, 5), (1, 4)]
-    assert sizes(_pretrain.balance_runs([(1, Run(range(9)))], cost, 1)) == [(1, 9)]
-    assert sizes(_pretrain.balance_runs([(1, Run([0]))], cost, 2)) == [(1, 1)]
+    assert sizes(_workers.balance_runs(live, cost, 2)) == [(1, 5), (1, 4)]
+    assert sizes(_workers.balance_runs([(1, Run(range(9)))], cost, 1)) == [(1, 9)]
+    assert sizes(_workers.balance_runs([(1, Run([0]))], cost, 2)) == [(1, 1)]
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -463,8 +475,8 @@ def test_ctrl_c_stops_a_halving_search(digits):
         refit=False,
     )
     start = time.perf_counter()
-    with _ctrl_c_after(40) as info:
-        with pytest.raises(KeyboardInterrupt):
+    with _ctrl_c_after(40) as info:  # the stacks train in threads of this process
+        with pytest.raises(KeyboardInterrupt), parallel_config(backend="threading"):
             search.fit(X, y)
         stopped = time.perf_counter()
         assert info["sent"] is not None
@@ -477,5 +489,123 @@ def test_ctrl_c_stops_a_halving_search(digits):
     # the interrupt is over: the next halving search trains as usual
     ours, theirs = _both(
         HalvingGridSearchCV, SkHalvingGrid, _mlp(), GRID, X, y, **RUNGS
+    )
+    _assert_same_halving(ours, theirs)
+
+
+# --------------------------------------------------------------------------- processes
+
+WIDE = {"hidden_layer_sizes": [(4,), (16,)], "alpha": [1e-4, 1e-2, 1e-1]}
+
+
+def _stack_workers():
+    # (joblib's loky workers of scikit-learn's own searches idle on: not ours)
+    return [p for p in multiprocessing.active_children() if p.name.startswith("sknets")]
+
+
+def _no_workers_left():
+    deadline = time.perf_counter() + 5
+    while _stack_workers() and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    return not _stack_workers()
+
+
+@forking
+def test_halving_in_worker_processes_equals_threads_and_sklearn(digits):
+    """Runs kept in forked workers (and moved between them to balance the
+    rungs) give the threads' results exactly, and scikit-learn's."""
+    X, y = digits
+    kw = dict(RUNGS, n_jobs=2)
+    forked = HalvingGridSearchCV(_mlp(), WIDE, **kw).fit(X, y)
+    assert forked.stacking_["workers"] == "processes"
+    assert _no_workers_left()
+    with parallel_config(backend="threading"):
+        threads = HalvingGridSearchCV(_mlp(), WIDE, **kw).fit(X, y)
+    assert threads.stacking_["workers"] == "threads"
+    for key in forked.cv_results_:
+        if "_test_" in key or "_train_" in key:
+            assert_array_equal(forked.cv_results_[key], threads.cv_results_[key])
+    assert_array_equal(
+        forked.best_estimator_.predict_proba(X),
+        threads.best_estimator_.predict_proba(X),
+    )
+    theirs = SkHalvingGrid(_mlp(), WIDE, **kw).fit(X, y)
+    _assert_same_halving(forked, theirs)
+
+
+def test_place_keeps_runs_where_they_are_unless_a_worker_idles():
+    # balanced where they are: nothing moves
+    assert _workers.place([3, 3], [0, 1], 2, 2) == [0, 1]
+    # both runs in worker 0: the smaller one goes to the idle worker 1
+    assert _workers.place([3, 2], [0, 0], 2, 2) == [0, 1]
+    # one slot (the other worker trains the refit): the holder of most trains all
+    assert _workers.place([3, 2], [1, 0], 2, 1) == [1, 1]
+    # the costliest first, each to the least loaded
+    assert _workers.place([1, 5, 2, 2], [0, 0, 0, 0], 2, 2) == [1, 0, 1, 1]
+
+
+@forking
+@posix_main_thread
+@pytest.mark.usefixtures("_clear_interrupt")
+def test_ctrl_c_stops_a_forked_halving_search(digits):
+    X, y = digits
+    search = HalvingGridSearchCV(
+        _mlp(),
+        GRID,
+        **{**RUNGS, "min_resources": 500, "max_resources": 5000},
+        n_jobs=2,
+        refit=False,
+    )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sent = {}
+
+    def interrupt():
+        sent["at"] = time.perf_counter()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(2.0, interrupt)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search.fit(X, y)
+        stopped = time.perf_counter()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert "at" in sent and stopped - sent["at"] < 5
+    assert _no_workers_left()  # no worker trains on
+    ours, theirs = _both(
+        HalvingGridSearchCV, SkHalvingGrid, _mlp(), GRID, X, y, **RUNGS, n_jobs=2
+    )
+    _assert_same_halving(ours, theirs)
+
+
+@forking
+@pytest.mark.parametrize("failure", ["raises", "dies"])
+def test_a_failing_worker_process_fails_the_search(digits, monkeypatch, failure):
+    X, y = digits
+    search = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2)
+    parent = os.getpid()
+    advance = MemberRun.advance
+
+    def failing(self, epochs=None):
+        if os.getpid() != parent and epochs is not None and epochs > 2:
+            if failure == "dies":
+                os._exit(7)
+            raise ValueError("a worker's own error")
+        return advance(self, epochs)
+
+    monkeypatch.setattr(MemberRun, "advance", failing)  # the workers fork it
+    expected = (
+        pytest.raises(ValueError, match="a worker's own error")
+        if failure == "raises"
+        else pytest.raises(RuntimeError, match=r"ended unexpectedly \(exit code 7\)")
+    )
+    with expected:
+        search.fit(X, y)
+    assert _no_workers_left()
+    monkeypatch.undo()
+    ours, theirs = _both(
+        HalvingGridSearchCV, SkHalvingGrid, _mlp(), WIDE, X, y, **RUNGS, n_jobs=2
     )
     _assert_same_halving(ours, theirs)

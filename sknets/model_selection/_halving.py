@@ -101,7 +101,10 @@ class HalvingGridSearchCV(_EpochHalvingMixin, _SkHalvingGridSearchCV):
         Seed of the subsampling with ``resource='n_samples'``.
 
     n_jobs : int, default=None
-        Stacks trained (and candidates scored) in parallel, in threads.
+        Stacks trained in parallel: in as many worker processes, forked
+        once and kept from rung to rung, where that is safe (the user guide's
+        conditions), else in threads. The candidates' fits pick the trained
+        states up and are scored in the search's process.
 
     verbose : int, default=0
         Verbosity of the search.
@@ -321,7 +324,10 @@ class HalvingRandomSearchCV(_EpochHalvingMixin, _SkHalvingRandomSearchCV):
         ``resource='n_samples'``).
 
     n_jobs : int, default=None
-        Stacks trained (and candidates scored) in parallel, in threads.
+        Stacks trained in parallel: in as many worker processes, forked
+        once and kept from rung to rung, where that is safe (the user guide's
+        conditions), else in threads. The candidates' fits pick the trained
+        states up and are scored in the search's process.
 
     verbose : int, default=0
         Verbosity of the search.

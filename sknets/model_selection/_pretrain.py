@@ -29,6 +29,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from sknets.model_selection._runs import (
     _train_run,
     plan_runs,
 )
+from sknets.model_selection._workers import ForkedRuns, ThreadRuns
 
 # At most this share of the available host memory (or of the free memory of
 # the GPU) is planned for one stack's members.
@@ -117,33 +119,6 @@ def split_stacks(stacks, cost, n_workers, limit):
         half = (len(big) + 1) // 2
         out += [big[:half], big[half:]]
     return sorted(out, key=lambda ms: -sum(cost(m) for m in ms))
-
-
-def balance_runs(live, cost, n_workers, tolerance=1.1):
-    """Split stacks' runs so that ``n_workers`` threads finish together.
-
-    ``live`` holds ``(chunk, run)`` pairs (:class:`~sknets._members.MemberRun`)
-    and ``cost(chunk, members)`` says what training those members of the run
-    costs. While the costliest run takes more than ``tolerance`` times a
-    worker's fair share (the total over ``n_workers``), the members beyond a
-    fair share move to a run of their own (``MemberRun.split``): successive
-    halving's late rungs keep few stacks, and one stack of nine members would
-    leave the second thread idle. Returned costliest first, the order in
-    which the threads take them.
-    """
-    live = list(live)
-    while n_workers > 1 and live:
-        costs = [cost(chunk, run.members) for chunk, run in live]
-        fair = sum(costs) / n_workers
-        i = max(range(len(live)), key=costs.__getitem__)
-        chunk, run = live[i]
-        each = costs[i] / max(1, len(run.members))
-        # members are indivisible: within half a member of fair is balanced
-        if len(run.members) < 2 or costs[i] <= max(tolerance * fair, fair + each / 2):
-            break
-        keep = min(len(run.members) - 1, max(1, int(fair / each + 0.5)))
-        live.append((chunk, run.split(run.members[keep:])))
-    return sorted(live, key=lambda pair: -cost(pair[0], pair[1].members))
 
 
 def _stack_run(members, blocks):
@@ -386,7 +361,7 @@ class Pretraining:
             self.stats["member_bytes"][len(self.stats["stacks"]) - 1] = _member_bytes(
                 chunk[0][0], chunk[0][1]
             )
-        self.stack_runs = None
+        self.keeper = None
 
     def _member(self, r, s, train, epoch_param, common, wanted, stacks, blocks):
         """Prepare (run ``r``, split ``s``) and file it in its stack, or None."""
@@ -510,12 +485,37 @@ class Pretraining:
     # ------------------------------------------------------------ rung by rung
 
     def start(self):
-        """Build every stack's run (nothing trained yet); solo runs are left out."""
-        self.stack_runs = [
+        """Build every stack's run (nothing trained yet); solo runs are left out.
+
+        The runs live in forked worker processes from here on where forking
+        is safe (:func:`stack_backend`), else in this process
+        (:mod:`~sknets.model_selection._workers`); :meth:`close` ends them.
+        """
+        live = [
             (chunk, _stack_run(self._stack_members(chunk), self.blocks))
             for chunk in self.chunks
         ]
+        devices = {chunk[0][1].plan.device for chunk in self.chunks}
+        # the runs are split between the workers as the rungs go (a run may be one)
+        forked = stack_backend(self.blocks, devices, self.n_workers, self.n_workers)
+        if forked:
+            self.keeper = ForkedRuns(live, self.n_workers, self._run_cost)
+        else:
+            parallel = partial(
+                _parallel,
+                n_jobs=self.n_jobs,
+                pre_dispatch=self.pre_dispatch,
+                backend="threading",
+            )
+            self.keeper = ThreadRuns(live, self.n_workers, parallel, _advance)
+        self.stats["workers"] = self.keeper.kind
         return self
+
+    def close(self):
+        """End the runs (and their workers) of :meth:`start`."""
+        if self.keeper is not None:
+            self.keeper.close()
+            self.keeper = None
 
     def refits(self, runs, epochs):
         """Refits of ``runs`` (run indices) on all the data, to ``epochs``.
@@ -551,7 +551,7 @@ class Pretraining:
 
         Members of other runs leave their stacks first, for good; stacks left
         empty are dropped. ``extra`` (:meth:`refits`) train at the same time,
-        in the threads the rung leaves free.
+        in the workers the rung leaves free.
 
         Returns
         -------
@@ -561,30 +561,20 @@ class Pretraining:
             Registry key -> state of the ``extra`` members.
         """
         runs = set(runs)
-        live = []
-        for chunk, run in self.stack_runs:
-            run.keep([m for m, member in enumerate(chunk) if member[4] in runs])
-            if run.members:
-                live.append((chunk, run))
-        # the refits take a thread each; the stacks share the others evenly
-        live = balance_runs(live, self._run_cost, self.n_workers - len(extra))
-        self.stack_runs = live
-        tasks = [delayed(_advance)(run, epochs, self.n_workers) for _, run in live]
-        done = _parallel(
-            [*tasks, *extra], self.n_jobs, self.pre_dispatch, backend="threading"
+        states, extra_done = self.keeper.advance(
+            epochs,
+            lambda chunk: [m for m, member in enumerate(chunk) if member[4] in runs],
+            list(extra),
+            self._run_cost,
         )
         trained, seconds = {}, {}
-        for chunk, run in live:
-            results = run.results
-            for m in run.members:
+        for chunk, by_member in states:
+            for m, state in by_member.items():
                 net, _, data, _, r, s = chunk[m]
-                state = results[m].get(epochs)
                 if state is not None:
                     self._record(net, data, r, s, {epochs: state}, trained, seconds)
         extra_trained = {
-            key: state
-            for result in done[len(tasks) :]
-            for key, state in result.values()
+            key: state for result in extra_done for key, state in result.values()
         }
         return trained, seconds, extra_trained
 

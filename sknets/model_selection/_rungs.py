@@ -193,6 +193,9 @@ class _EpochHalvingMixin:
             return super().fit(X, y, **params)
         self.__dict__["_rungs"] = rungs
         try:
+            # the stacks' runs, kept (in worker processes where forking is
+            # safe) from rung to rung; joblib's default backend is still on
+            rungs.pretraining.start()
             # the states live in this process: candidates are fitted (picked
             # up) and scored here; the refit picks up its state too. (joblib's
             # backend is fixed for the whole search when scikit-learn's fit
@@ -203,6 +206,7 @@ class _EpochHalvingMixin:
             ):
                 super().fit(X, y, **params)
         finally:
+            rungs.pretraining.close()
             del self.__dict__["_rungs"]
         self.stacking_ = rungs.pretraining.stats
         report_shared_fit_times(self, rungs.seconds, rungs.taken)
@@ -237,7 +241,6 @@ class _EpochHalvingMixin:
         self.n_resources_, self.n_candidates_ = [], []
         alive = list(range(len(rungs.candidates)))
         rows = 0  # cv_results_ rows so far
-        rungs.pretraining.start()
         for itr, n_resources in enumerate(resources):
             n = len(alive)
             rung_ctx = _task(
@@ -258,7 +261,7 @@ class _EpochHalvingMixin:
             extra = ()
             if itr == len(resources) - 1 and self.refit is True:
                 # the best of the last rung is refitted with its budget: train
-                # those refits now, beside the rung (the threads it leaves free)
+                # those refits now, beside the rung (the workers it leaves free)
                 extra = rungs.pretraining.refits(runs, n_resources)
             trained, seconds, refits = rungs.pretraining.advance(
                 n_resources, runs, extra
