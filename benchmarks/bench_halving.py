@@ -139,7 +139,7 @@ def timeline_one(n_jobs, threads, device):
                 pretrain.Pretraining,
                 "advance",
                 "rung",
-                lambda self, epochs, runs, extra=(): (len(runs), epochs),
+                lambda self, epochs, runs, extra=(), score=False: (len(runs), epochs),
             ),
         ),
         (
@@ -165,7 +165,7 @@ def timeline_one(n_jobs, threads, device):
 
     def sending(self, worker, command, *args):
         if command == "advance":
-            rids, epochs = args
+            rids, epochs = args[:2]
             members = sum(len(r.members) for _, r in self.live if r.rid in rids)
             pending[worker] = (time.perf_counter(), members, epochs)
         return send(self, worker, command, *args)

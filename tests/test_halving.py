@@ -441,23 +441,34 @@ def test_balance_runs_splits_the_costliest_run_to_a_fair_share():
     def cost(chunk, members):
         return chunk * len(members)  # the chunk stands for a member's cost
 
-    def sizes(live):
-        return [(chunk, len(run.members)) for chunk, run in live]
+    def sizes(live, n_workers=2, overhead=0.0):
+        out = _workers.balance_runs(live, cost, n_workers, overhead=overhead)
+        return [(chunk, len(run.members)) for chunk, run in out]
 
-    # one stack of nine on two threads: five and four
-    assert sizes(_workers.balance_runs([(1, Run(range(9)))], cost, 2)) == [
-        (1, 5),
-        (1, 4),
-    ]
+    # one stack of nine on two workers: five and four
+    assert sizes([(1, Run(range(9)))]) == [(1, 5), (1, 4)]
     # eighteen wide members (cost 36) beside nine narrow ones (9): a fair
-    # share (22) for one thread, the rest (14 + 9) for the other
+    # share (22) for one worker, the rest (14 + 9) for the other
     live = [(2, Run(range(18))), (1, Run(range(9)))]
-    assert sizes(_workers.balance_runs(live, cost, 2)) == [(2, 11), (2, 7), (1, 9)]
-    # balanced already, one thread, or members that cannot be split: as is
-    live = [(1, Run(range(4))), (1, Run(range(5)))]
-    assert sizes(_workers.balance_runs(live, cost, 2)) == [(1, 5), (1, 4)]
-    assert sizes(_workers.balance_runs([(1, Run(range(9)))], cost, 1)) == [(1, 9)]
-    assert sizes(_workers.balance_runs([(1, Run([0]))], cost, 2)) == [(1, 1)]
+    assert sizes(live) == [(2, 11), (2, 7), (1, 9)]
+    # balanced already, one worker, or members that cannot be split: as is
+    assert sizes([(1, Run(range(4))), (1, Run(range(5)))]) == [(1, 5), (1, 4)]
+    assert sizes([(1, Run(range(9)))], n_workers=1) == [(1, 9)]
+    assert sizes([(1, Run([0]))]) == [(1, 1)]
+    # a run costs more than its members: nine still split in two, but a run
+    # of five beside one of four stays (one member more here would cost a
+    # run of one there); two members on two idle workers do split
+    assert sizes([(1, Run(range(9)))], overhead=0.7) == [(1, 5), (1, 4)]
+    live = [(1, Run(range(4))), (1, Run(range(6)))]
+    assert sizes(live, overhead=0.7) == [(1, 6), (1, 4)]
+    assert sizes(live, overhead=0.0) == [(1, 5), (1, 4), (1, 1)]
+    assert sizes([(1, Run(range(2)))], overhead=2.0) == [(1, 1), (1, 1)]
+
+
+def test_makespan_is_the_costliest_first_to_the_least_loaded():
+    assert _workers.makespan([3, 3, 2, 2, 2], 2) == 7
+    assert _workers.makespan([5, 1], 1) == 6
+    assert _workers.makespan([], 2) == 0
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -495,7 +506,7 @@ def test_ctrl_c_stops_a_halving_search(digits):
 
 # --------------------------------------------------------------------------- processes
 
-WIDE = {"hidden_layer_sizes": [(4,), (16,)], "alpha": [1e-4, 1e-2, 1e-1]}
+WIDE = {"hidden_layer_sizes": [(4,), (8,), (16,)], "alpha": [1e-4, 1e-2, 1e-1]}
 
 
 def _stack_workers():
@@ -604,8 +615,60 @@ def test_a_failing_worker_process_fails_the_search(digits, monkeypatch, failure)
     with expected:
         search.fit(X, y)
     assert _no_workers_left()
-    monkeypatch.undo()
-    ours, theirs = _both(
-        HalvingGridSearchCV, SkHalvingGrid, _mlp(), WIDE, X, y, **RUNGS, n_jobs=2
+    monkeypatch.undo()  # the next search trains, in new workers, as ever
+    again = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    assert again.stacking_["workers"] == "processes"
+    with parallel_config(backend="threading"):
+        threads = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    assert_array_equal(
+        again.cv_results_["mean_test_score"], threads.cv_results_["mean_test_score"]
     )
+
+
+@forking
+def test_workers_guess_each_rung_with_the_scores_scikit_learn_gives(
+    digits, monkeypatch
+):
+    """The held-out scores the workers guess the survivors by are the very
+    split scores of ``cv_results_``, and a guess that comes true trains the
+    next rung ahead (here every one does)."""
+    X, y = digits
+    seen = []
+    speculate = HalvingGridSearchCV._speculate
+
+    def spy(self, rungs, alive, guesses, itr):
+        seen.append((dict(rungs.run_of), list(alive), dict(guesses), itr))
+        return speculate(self, rungs, alive, guesses, itr)
+
+    monkeypatch.setattr(HalvingGridSearchCV, "_speculate", spy)
+    search = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    assert search.stacking_["workers"] == "processes"
+    results = search.cv_results_
+    assert [itr for *_, itr in seen] == list(range(search.n_iterations_ - 1))
+    for run_of, alive, guesses, itr in seen:
+        rows = np.flatnonzero(results["iter"] == itr)
+        assert len(rows) == len(alive)
+        for row, j in zip(rows, alive, strict=True):
+            for s in range(3):
+                got = guesses[(run_of[j], s)]
+                assert got == results[f"split{s}_test_score"][row], (itr, j, s)
+    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    _assert_same_halving(search, theirs)
+
+
+@forking
+def test_a_wrong_guess_costs_time_not_results(digits, monkeypatch):
+    """Survivors guessed backwards: the next rung trains the wrong members
+    ahead; the right ones train after, and the search is scikit-learn's."""
+    X, y = digits
+    scores = _workers.held_out_scores
+
+    def backwards(run, info, folds, rows=4096):
+        return {m: -value for m, value in scores(run, info, folds, rows).items()}
+
+    monkeypatch.setattr(_workers, "held_out_scores", backwards)  # the workers fork it
+    ours = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    assert ours.stacking_["workers"] == "processes"
+    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
     _assert_same_halving(ours, theirs)
+    assert _no_workers_left()

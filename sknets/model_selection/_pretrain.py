@@ -34,7 +34,7 @@ from functools import partial
 import numpy as np
 import torch
 from joblib import effective_n_jobs, parallel_config
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.utils.parallel import Parallel, delayed
 
 from sknets import _registry as registry
@@ -47,9 +47,10 @@ from sknets.model_selection._runs import (
     _prepare_member,
     _threads,
     _train_run,
+    find_net,
     plan_runs,
 )
-from sknets.model_selection._workers import ForkedRuns, ThreadRuns
+from sknets.model_selection._workers import ForkedRuns, Guide, ThreadRuns
 
 # At most this share of the available host memory (or of the free memory of
 # the GPU) is planned for one stack's members.
@@ -484,12 +485,14 @@ class Pretraining:
 
     # ------------------------------------------------------------ rung by rung
 
-    def start(self):
+    def start(self, guess=False):
         """Build every stack's run (nothing trained yet); solo runs are left out.
 
         The runs live in forked worker processes from here on where forking
         is safe (:func:`stack_backend`), else in this process
         (:mod:`~sknets.model_selection._workers`); :meth:`close` ends them.
+        ``guess``: the search scores with the network's own ``score``, so
+        the workers may guess each rung's survivors (:meth:`speculate`).
         """
         live = [
             (chunk, _stack_run(self._stack_members(chunk), self.blocks))
@@ -499,7 +502,8 @@ class Pretraining:
         # the runs are split between the workers as the rungs go (a run may be one)
         forked = stack_backend(self.blocks, devices, self.n_workers, self.n_workers)
         if forked:
-            self.keeper = ForkedRuns(live, self.n_workers, self._run_cost)
+            guide = self._guide() if guess else None
+            self.keeper = ForkedRuns(live, self.n_workers, self._run_cost, guide)
         else:
             parallel = partial(
                 _parallel,
@@ -510,6 +514,42 @@ class Pretraining:
             self.keeper = ThreadRuns(live, self.n_workers, parallel, _advance)
         self.stats["workers"] = self.keeper.kind
         return self
+
+    def _guide(self):
+        """The held-out rows and labels for the workers' guesses, or None.
+
+        Only for a classifier network itself (not a pipeline) with one label
+        per row and numeric array ``X``: its ``score`` is the accuracy of
+        its most likely class on those rows.
+        """
+        X, y = self.X, self.y
+        if (
+            not is_classifier(self.base)
+            or (find_net(self.base) or (None,))[0] is not self.base
+            or not isinstance(X, np.ndarray)
+            or X.dtype.kind not in "biuf"
+            or X.ndim != 2
+            or np.ndim(y) != 1
+        ):
+            return None
+        y = np.asarray(y)
+        dtype = self.chunks[0][0][1].plan.dtype
+        numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        folds = {
+            s: (X[test].astype(numpy_dtype), y[test])
+            for s, (_, test) in enumerate(self.splits)
+        }
+        members = {}
+        for c, chunk in enumerate(self.chunks):
+            info = []
+            for net, prepared, *_, s in chunk:
+                classes = getattr(net, "classes_", None)
+                if classes is None or np.ndim(classes) != 1:
+                    return None
+                binary = prepared.n_outputs == 1
+                info.append((s, np.asarray(classes), binary))
+            members[c] = info
+        return Guide(folds, members)
 
     def close(self):
         """End the runs (and their workers) of :meth:`start`."""
@@ -546,12 +586,30 @@ class Pretraining:
         """What training ``members`` of a stack's run costs, one epoch (bytes)."""
         return sum(_member_bytes(chunk[m][0], chunk[m][1]) for m in members)
 
-    def advance(self, epochs, runs, extra=()):
+    def _keeping(self, runs):
+        """Which members of a chunk go on: those of ``runs`` (run indices)."""
+        runs = set(runs)
+        return lambda chunk: [m for m, member in enumerate(chunk) if member[4] in runs]
+
+    def speculate(self, epochs, runs, n_extra, score):
+        """Start training ``runs`` up to ``epochs`` ahead of :meth:`advance`.
+
+        Where the runs live in worker processes that can guess
+        (``start(guess=True)``), they train while scikit-learn picks the
+        last rung up; else nothing happens. Returns at once.
+        """
+        if self.keeper.ahead:
+            self.keeper.speculate(
+                epochs, self._keeping(runs), self._run_cost, n_extra, score
+            )
+
+    def advance(self, epochs, runs, extra=(), score=False):
         """Train the members of ``runs`` (run indices) up to ``epochs``.
 
         Members of other runs leave their stacks first, for good; stacks left
         empty are dropped. ``extra`` (:meth:`refits`) train at the same time,
-        in the workers the rung leaves free.
+        in the workers the rung leaves free. Members trained ahead
+        (:meth:`speculate`) are not trained again.
 
         Returns
         -------
@@ -559,13 +617,16 @@ class Pretraining:
             As :meth:`train`, for the states at ``epochs`` only.
         extra_trained : dict
             Registry key -> state of the ``extra`` members.
+        scores : dict or None
+            With ``score`` and workers that guess, ``(run, split) -> score``
+            of each member on its held-out rows (else None).
         """
-        runs = set(runs)
-        states, extra_done = self.keeper.advance(
+        states, extra_done, guesses = self.keeper.advance(
             epochs,
-            lambda chunk: [m for m, member in enumerate(chunk) if member[4] in runs],
+            self._keeping(runs),
             list(extra),
             self._run_cost,
+            score=score and self.keeper.ahead,
         )
         trained, seconds = {}, {}
         for chunk, by_member in states:
@@ -576,7 +637,14 @@ class Pretraining:
         extra_trained = {
             key: state for result in extra_done for key, state in result.values()
         }
-        return trained, seconds, extra_trained
+        scores = None
+        if guesses is not None:
+            scores = {
+                (chunk[m][4], chunk[m][5]): value
+                for chunk, by_member in guesses
+                for m, value in by_member.items()
+            }
+        return trained, seconds, extra_trained, scores
 
 
 def pretrain(base, candidates, X, y, splits, fit_params, **kwargs):

@@ -195,7 +195,7 @@ class _EpochHalvingMixin:
         try:
             # the stacks' runs, kept (in worker processes where forking is
             # safe) from rung to rung; joblib's default backend is still on
-            rungs.pretraining.start()
+            rungs.pretraining.start(guess=self.scoring is None)
             # the states live in this process: candidates are fitted (picked
             # up) and scored here; the refit picks up its state too. (joblib's
             # backend is fixed for the whole search when scikit-learn's fit
@@ -221,6 +221,31 @@ class _EpochHalvingMixin:
                 return super()._run_search(evaluate_candidates)
             return super()._run_search(evaluate_candidates, callback_ctx=callback_ctx)
         return self._run_rungs(rungs, evaluate_candidates, callback_ctx)
+
+    def _speculate(self, rungs, alive, guesses, itr):
+        """Start the next rung for the survivors that ``guesses`` predict.
+
+        ``guesses`` maps ``(run, split)`` to a member's held-out score as its
+        own ``score`` gives it; the predicted survivors are the best
+        ``1 / factor`` by their mean over the splits, as scikit-learn ranks
+        them. Nothing starts if a candidate's members were not all scored.
+        """
+        splits = range(len(rungs.pretraining.splits))
+        scores = []
+        for j in alive:
+            r = rungs.run_of.get(j)
+            if r is None or any((r, s) not in guesses for s in splits):
+                return
+            scores.append(np.mean([guesses[(r, s)] for s in splits]))
+        n = len(alive)
+        survivors = [alive[i] for i in best_last(scores, ceil(n / self.factor))]
+        runs = {rungs.run_of[j] for j in survivors}
+        resources = rungs.schedule["resources"]
+        next_last = itr + 1 == len(resources) - 1
+        n_extra = len(runs) if next_last and self.refit is True else 0
+        rungs.pretraining.speculate(
+            resources[itr + 1], runs, n_extra, score=not next_last
+        )
 
     def _run_rungs(self, rungs, evaluate_candidates, callback_ctx):
         """Every rung: train the survivors on, score them, keep the best."""
@@ -263,9 +288,14 @@ class _EpochHalvingMixin:
                 # the best of the last rung is refitted with its budget: train
                 # those refits now, beside the rung (the workers it leaves free)
                 extra = rungs.pretraining.refits(runs, n_resources)
-            trained, seconds, refits = rungs.pretraining.advance(
-                n_resources, runs, extra
+            last = itr == len(resources) - 1
+            trained, seconds, refits, guesses = rungs.pretraining.advance(
+                n_resources, runs, extra, score=not last
             )
+            if guesses is not None and not last:
+                # train the next rung ahead for the survivors the workers'
+                # own scores predict, while scikit-learn scores this one
+                self._speculate(rungs, alive, guesses, itr)
             rungs.refit_offer.add(refits)
             rungs.refit_seconds.update({k: s.seconds for k, s in refits.items()})
             budgets = sorted(set(resources))
