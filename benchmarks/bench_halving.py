@@ -24,6 +24,13 @@ best score and parameters, the rungs; then the largest difference between
 the two searches' ``mean_test_score`` (0 up to float rounding: the same
 fits). ``--json`` writes everything.
 
+``floor`` (in ``--searches``) is the bare-torch floor of the training the
+epoch-sharing halving does: its rungs' members (candidates x folds, by width)
+for the epochs each rung adds, and the refit, timed as stacked steps with
+nothing around them (``bench_stack_floor.stack``, one thread, early stopping
+left out) one after the other; half of that is what two cores could not go
+under. Its ratio is to ``sklearn`` as well.
+
 ``--timeline`` runs sknets' search alone, instrumented: when each rung, each
 stack's training in it and the refit beside the last rung start and end, in
 which thread, with how many members to how many epochs; the gaps between
@@ -40,6 +47,7 @@ import warnings
 from pathlib import Path
 
 SEARCHES = ("sklearn", "sknets")
+BATCH = 200  # the networks' batch_size="auto" on these folds
 GRID = {
     "hidden_layer_sizes": [(32,), (64,), (128,)],
     "alpha": [1e-4, 1e-3, 1e-2],
@@ -86,6 +94,91 @@ def run_one(name, n_jobs, threads, device):
         "n_resources": list(search.n_resources_),
         "n_candidates": list(search.n_candidates_),
         "stacks": None if stacking is None else stacking["stacks"],
+        "shape": list(X.shape),
+    }
+
+
+def floor_one(threads, steps=30, rounds=3):
+    """The bare-torch floor of sknets' halving, on two cores (see the module doc)."""
+    import math
+    import statistics
+
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    from bench_stack_floor import stack
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import check_cv
+
+    import sknets.model_selection._pretrain as pretrain
+    from sknets import MLPClassifier
+    from sknets.model_selection import HalvingGridSearchCV
+
+    # every rung's trained states: how many epochs each member ran
+    rungs, advance = [], pretrain.Pretraining.advance
+
+    def recording(self, epochs, runs, extra=(), score=False):
+        out = advance(self, epochs, runs, extra, score=score)
+        rungs.append(
+            [
+                (s.module_state["layers.0.weight"].shape[0], len(s.history))
+                for s in out[0].values()
+            ]
+        )
+        return out
+
+    pretrain.Pretraining.advance = recording
+    X, y = load_digits(return_X_y=True)
+    search = HalvingGridSearchCV(MLPClassifier(random_state=0), GRID, **HALVING)
+    search.fit(X, y)
+    pretrain.Pretraining.advance = advance
+    splits = list(check_cv(HALVING["cv"], y, classifier=True).split(X, y))
+    per_epoch = max(math.ceil(len(train) / BATCH) for train, _ in splits)
+    # (rung, width, members, member-steps): the epochs each member trained in
+    # the rung (none after it stopped)
+    work, before = [], 0
+    results = search.cv_results_
+    for i, (budget, states) in enumerate(zip(search.n_resources_, rungs, strict=True)):
+        by_width = {}
+        for width, ran in states:
+            count, epochs = by_width.get(width, (0, 0))
+            by_width[width] = (count + 1, epochs + max(0, ran - before))
+        for width, (count, epochs) in sorted(by_width.items()):
+            work.append((i + 1, width, count, epochs * per_epoch))
+        before = budget
+    best = search.best_estimator_
+    refit_steps = best.n_iter_ * math.ceil(len(X) / BATCH)
+    work.append(("refit", best.hidden_layer_sizes[0], 1, refit_steps))
+    # each (rung, width): a bare stack of its members, per member-step
+    Xt = torch.as_tensor(X, dtype=torch.float64)
+    yt = torch.as_tensor(y)
+    seconds = []
+    for _rung, width, members, member_steps in work:
+        step = stack(Xt, yt, members, width, torch.float64)
+        times = []
+        for _ in range(rounds):
+            step()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times.append((time.perf_counter() - start) / steps)
+        seconds.append(statistics.median(times) * member_steps / members)
+    one_core = sum(seconds)
+    return {
+        "seconds": one_core / 2,
+        "one_core_seconds": one_core,
+        "work": [
+            {"rung": r, "width": w, "members": m, "member_steps": n, "seconds": t}
+            for (r, w, m, n), t in zip(work, seconds, strict=True)
+        ],
+        "refit_seconds": seconds[-1],
+        "best_score": float(search.best_score_),
+        "best_params": {k: str(v) for k, v in search.best_params_.items()},
+        "mean_test_score": results["mean_test_score"].tolist(),
+        "n_resources": list(search.n_resources_),
+        "n_candidates": list(search.n_candidates_),
+        "stacks": None,
         "shape": list(X.shape),
     }
 
@@ -253,7 +346,10 @@ def main(argv=None):
             Path(args.json).write_text(json.dumps(result, indent=2))
         return result
     if args.one:  # a child process: one search, JSON on stdout
-        result = run_one(args.one, args.n_jobs, args.threads, args.device)
+        if args.one == "floor":
+            result = floor_one(args.threads)
+        else:
+            result = run_one(args.one, args.n_jobs, args.threads, args.device)
         print(json.dumps(result))
         return result
 
@@ -275,10 +371,25 @@ def main(argv=None):
         "  best params"
     )
     for name, r in results.items():
+        if name == "floor":
+            ratio = r["seconds"] / base
+            print(f"{'floor, 2 cores':12s} {r['seconds']:8.1f} {ratio:6.2f}")
+            continue
         print(
             f"{name:12s} {r['seconds']:8.1f} {r['seconds'] / base:6.2f} "
             f"{r['refit_seconds']:8.2f} {r['best_score']:7.4f}  {r['best_params']}"
             + (f"  members per stack: {r['stacks']}" if r["stacks"] else "")
+        )
+    if "floor" in results:
+        print("floor, one core: (rung, width, members, member-steps, seconds)")
+        for w in results["floor"]["work"]:
+            print(
+                f"  {w['rung']!s:>5} {w['width']:4d} {w['members']:3d} "
+                f"{w['member_steps']:6d} {w['seconds']:6.2f}"
+            )
+        print(
+            f"  {results['floor']['one_core_seconds']:.2f} s on one core, "
+            f"{results['floor']['seconds']:.2f} s on two"
         )
     if "sknets" in results and "sklearn" in results:
         diff = max(

@@ -31,28 +31,42 @@ def _param(*shape, dtype):
     return torch.randn(*shape, dtype=dtype).mul_(0.1).requires_grad_()
 
 
-def apart(X, y, dtype):
-    nets = []
-    for w in WIDTHS:
-        ps = [
-            _param(S * ALPHAS, D, w, dtype=dtype),
-            _param(S * ALPHAS, 1, w, dtype=dtype),
-            _param(S * ALPHAS, w, C, dtype=dtype),
-            _param(S * ALPHAS, 1, C, dtype=dtype),
-        ]
-        nets.append((ps, torch.optim.Adam(ps, fused=True)))
-    index = torch.randint(0, len(X), (S * ALPHAS, B))
+def stack(X, y, members, width, dtype, batch=B):
+    """One training step of ``members`` stacked 64-``width``-10 networks.
+
+    Each member's own batch of ``batch`` rows, ``torch.baddbmm`` per layer,
+    cross-entropy summed over the members' mean losses, fused Adam: a
+    stacked step with nothing around it.
+    """
+    ps = [
+        _param(members, D, width, dtype=dtype),
+        _param(members, 1, width, dtype=dtype),
+        _param(members, width, C, dtype=dtype),
+        _param(members, 1, C, dtype=dtype),
+    ]
+    opt = torch.optim.Adam(ps, fused=True)
+    index = torch.randint(0, len(X), (members, batch))
+    W1, b1, W2, b2 = ps
 
     def step():
-        for (W1, b1, W2, b2), opt in nets:
-            h = torch.relu(torch.baddbmm(b1, X[index], W1))
-            out = torch.baddbmm(b2, h, W2)
-            loss = F.cross_entropy(
-                out.reshape(-1, C), y[index].reshape(-1), reduction="sum"
-            )
-            opt.zero_grad()
-            (loss / B).backward()
-            opt.step()
+        h = torch.relu(torch.baddbmm(b1, X[index], W1))
+        out = torch.baddbmm(b2, h, W2)
+        loss = F.cross_entropy(
+            out.reshape(-1, C), y[index].reshape(-1), reduction="sum"
+        )
+        opt.zero_grad()
+        (loss / batch).backward()
+        opt.step()
+
+    return step
+
+
+def apart(X, y, dtype):
+    steps = [stack(X, y, S * ALPHAS, w, dtype) for w in WIDTHS]
+
+    def step():
+        for one in steps:
+            one()
 
     return step
 
