@@ -248,13 +248,12 @@ class StackedAdam(_StackedOptimizer):
         loss = _evaluate(closure)
         moving, everyone = self._moving()
         uniform = everyone and bool((self.steps == self.steps[0]).all())
-        if uniform:
-            rates = self.member_lr.tolist()
-            if all(r == rates[0] for r in rates):
-                self._torch_step(int(self.steps[0]), rates[0])
-                return loss
-            if self._grouped_step(int(self.steps[0]), rates):
-                return loss
+        rates = self.member_lr.tolist()
+        if uniform and all(r == rates[0] for r in rates):
+            self._torch_step(int(self.steps[0]), rates[0])
+            return loss
+        if self._grouped_step(moving, rates):
+            return loss
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             eps = group["eps"]
@@ -296,11 +295,12 @@ class StackedAdam(_StackedOptimizer):
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         return state["exp_avg"], state["exp_avg_sq"]
 
-    def _grouped_step(self, n, rates):
-        """Every member steps its ``n``-th step, at its own rate: one fused
-        Adam call per learning rate, over the members' slices (the kernel a
-        member's own network runs). False where there is no fused kernel for
-        these tensors."""
+    def _grouped_step(self, moving, rates):
+        """The moving members step, each its own next step at its own rate:
+        one fused Adam call per (rate, step count), over the members' slices
+        (the kernel a member's own network runs); the others do not move.
+        Members stopped early, or without rows in a batch, so keep the fused
+        kernel. False where there is no fused kernel for these tensors."""
         if fused_adam is None or not all(
             p.device.type in ("cpu", "cuda")
             for group in self.param_groups
@@ -308,8 +308,11 @@ class StackedAdam(_StackedOptimizer):
         ):
             return False
         members = {}
-        for m, rate in enumerate(rates):
-            members.setdefault(rate, []).append(m)
+        steps = self.steps.tolist()
+        for m in moving.nonzero().flatten().tolist():
+            members.setdefault((rates[m], steps[m]), []).append(m)
+        if not members:
+            return True
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -323,12 +326,12 @@ class StackedAdam(_StackedOptimizer):
                 )
                 for p in params
             ]
-            step = torch.full(
-                (), float(n), dtype=torch.float32, device=params[0].device
-            )
             beta1, beta2 = group["betas"]
-            for rate, index in members.items():
+            for (rate, n), index in members.items():
                 lists = [[s[i][m] for s in slices for m in index] for i in range(4)]
+                step = torch.full(
+                    (), float(n), dtype=torch.float32, device=params[0].device
+                )
                 fused_adam(
                     *lists,
                     [step] * len(lists[0]),
@@ -338,8 +341,11 @@ class StackedAdam(_StackedOptimizer):
                     eps=group["eps"],
                     counted=True,
                 )
-            for p in params:
-                self.state[p]["step"].fill_(n)
+            counts = {n for _, n in members}
+            if len(counts) == 1 and len(moving) == sum(map(len, members.values())):
+                (count,) = counts
+                for p in params:  # torch's scalar count: all stepped together
+                    self.state[p]["step"].fill_(count)
         return True
 
     def _torch_step(self, n, lr):

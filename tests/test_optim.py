@@ -116,6 +116,50 @@ def test_fits_and_searches_do_not_import_torch_dynamo():
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
 
+def test_stacked_adam_members_that_do_not_move_keep_still_and_the_others_fused():
+    """Members without rows in a batch (``active``) or stopped (``live``) do
+    not move nor count the step; the others step as their own fused Adam,
+    each at its own count and rate."""
+    from sknets._optim import StackedAdam
+
+    rates = [1e-2, 3e-3, 1e-2, 1e-3, 3e-3]
+    g = torch.Generator().manual_seed(1)
+    shapes = [(6, 4), (4,), (4, 2), (2,)]
+    stacked = [
+        torch.nn.Parameter(
+            torch.randn((len(rates),) + s, generator=g, dtype=torch.float64)
+        )
+        for s in shapes
+    ]
+    alone = [
+        [torch.nn.Parameter(p[m].detach().clone()) for p in stacked]
+        for m in range(len(rates))
+    ]
+    opt = StackedAdam(stacked, lr=rates[0], member_lr=rates)
+    opts = [Adam(ps, lr=r, fused=True) for ps, r in zip(alone, rates, strict=True)]
+    for step in range(8):
+        active = torch.tensor([step % 2 == 0, True, step % 3 != 1, True, True])
+        if step == 4:
+            opt.live[3] = False  # member 3 stops for good
+        opt.active = active
+        grads = [
+            torch.randn(p.shape, generator=g, dtype=torch.float64) for p in stacked
+        ]
+        for p, grad in zip(stacked, grads, strict=True):
+            p.grad = grad.clone()
+        opt.step()
+        for m, ps in enumerate(alone):
+            if not (active[m] and opt.live[m]):
+                continue
+            for p, grad in zip(ps, grads, strict=True):
+                p.grad = grad[m].clone()
+            opts[m].step()
+    for m, ps in enumerate(alone):
+        for p, q in zip(ps, stacked, strict=True):
+            torch.testing.assert_close(p, q[m].detach(), rtol=0, atol=0)
+    assert opt.steps.tolist() == [4, 8, 5, 4, 8]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_stacked_adam_steps_each_member_as_its_own_adam(dtype):
     from sknets._optim import StackedAdam
