@@ -521,26 +521,40 @@ def _no_workers_left():
     return not _stack_workers()
 
 
+def _wide_case(name):
+    if name == "classifier":
+        return _mlp(), WIDE, RUNGS
+    if name == "pipeline":
+        pipe = Pipeline([("scale", StandardScaler()), ("mlp", _mlp())])
+        grid = {f"mlp__{k}": v for k, v in WIDE.items()}
+        return pipe, grid, {**RUNGS, "resource": "mlp__max_iter"}
+    return MLPRegressor(**_NET), WIDE, RUNGS
+
+
 @forking
-def test_halving_in_worker_processes_equals_threads_and_sklearn(digits):
+@pytest.mark.parametrize("case", ["classifier", "pipeline", "regressor"])
+def test_halving_in_worker_processes_equals_threads_and_sklearn(digits, case):
     """Runs kept in forked workers (and moved between them to balance the
-    rungs) give the threads' results exactly, and scikit-learn's."""
+    rungs; trained ahead for the classifier, whose survivors the workers
+    guess) give the threads' results exactly, and scikit-learn's."""
     X, y = digits
-    kw = dict(RUNGS, n_jobs=2)
-    forked = HalvingGridSearchCV(_mlp(), WIDE, **kw).fit(X, y)
+    estimator, grid, rungs = _wide_case(case)
+    if case == "regressor":
+        y = y.astype(float)
+    kw = dict(rungs, n_jobs=2)
+    forked = HalvingGridSearchCV(estimator, grid, **kw).fit(X, y)
     assert forked.stacking_["workers"] == "processes"
     assert _no_workers_left()
     with parallel_config(backend="threading"):
-        threads = HalvingGridSearchCV(_mlp(), WIDE, **kw).fit(X, y)
+        threads = HalvingGridSearchCV(estimator, grid, **kw).fit(X, y)
     assert threads.stacking_["workers"] == "threads"
     for key in forked.cv_results_:
         if "_test_" in key or "_train_" in key:
             assert_array_equal(forked.cv_results_[key], threads.cv_results_[key])
     assert_array_equal(
-        forked.best_estimator_.predict_proba(X),
-        threads.best_estimator_.predict_proba(X),
+        forked.best_estimator_.predict(X), threads.best_estimator_.predict(X)
     )
-    theirs = SkHalvingGrid(_mlp(), WIDE, **kw).fit(X, y)
+    theirs = SkHalvingGrid(estimator, grid, **kw).fit(X, y)
     _assert_same_halving(forked, theirs)
 
 
@@ -672,3 +686,25 @@ def test_a_wrong_guess_costs_time_not_results(digits, monkeypatch):
     theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
     _assert_same_halving(ours, theirs)
     assert _no_workers_left()
+
+
+@forking
+def test_a_guess_that_fails_leaves_the_search_as_it_is(digits, monkeypatch):
+    X, y = digits
+
+    def failing(run, info, folds, rows=4096):
+        raise RuntimeError("no guess")
+
+    monkeypatch.setattr(_workers, "held_out_scores", failing)  # the workers fork it
+    spoken = []
+    speculate = _pretrain.Pretraining.speculate
+    monkeypatch.setattr(
+        _pretrain.Pretraining,
+        "speculate",
+        lambda self, *a, **k: spoken.append(a) or speculate(self, *a, **k),
+    )
+    ours = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    assert ours.stacking_["workers"] == "processes"
+    assert spoken == []  # no scores, so nothing was trained ahead
+    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    _assert_same_halving(ours, theirs)

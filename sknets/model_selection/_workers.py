@@ -4,9 +4,9 @@ A halving search trains its stacks rung by rung (:class:`~sknets._members.Member
 goes on from where it stopped), so the runs must live somewhere between
 rungs. Two keepers do the same thing, rung after rung: drop the members of
 eliminated candidates, split runs so that the workers finish together
-(:func:`~sknets.model_selection._pretrain.balance_runs`), train every live
-run up to the rung's epoch count beside the ``extra`` tasks (the refit), and
-hand back each member's state at that count.
+(:func:`balance_runs`), train every live run up to the rung's epoch count
+beside the ``extra`` tasks (the refit), and hand back each member's state at
+that count.
 
 - :class:`ThreadRuns` keeps the runs in this process and trains them in
   threads (any backend, device or thread; the default where forking is not
@@ -19,6 +19,9 @@ hand back each member's state at that count.
   other. Processes do not share a GIL. A run moves between workers (pickled:
   weights, optimizer moments, generators and stopping states, exactly) only
   when balancing needs it; the refit trains in this process meanwhile.
+  While scikit-learn picks a rung up (Python, in this process) the workers
+  train the next rung ahead for the survivors their own held-out scores
+  predict (:meth:`ForkedRuns.speculate`, :class:`Guide`).
 """
 
 import multiprocessing
@@ -169,7 +172,8 @@ class Guide:
     ----------
     folds : dict
         Split number -> ``(X_test, y_test)``: the held-out rows as the
-        network takes them, and their labels.
+        network takes them, and their labels (together a copy of ``X``, at
+        most the 64 MB under which the workers fork).
     members : dict
         Chunk number -> for each of its members ``(split, classes, binary)``:
         which rows it holds out, its ``classes_`` and whether its one output
@@ -319,7 +323,10 @@ def _advance_runs(kept, rids, epochs, score):
         scores = None
         if score:
             info = kept.guide.members[kept.chunk_of[rid]]
-            scores = held_out_scores(run, info, kept.guide.folds)
+            try:
+                scores = held_out_scores(run, info, kept.guide.folds)
+            except Exception:  # a guess only: none, and nothing trains ahead
+                scores = None
         out[rid] = (_states_at(run, epochs), scores)
     return out
 
