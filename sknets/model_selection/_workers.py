@@ -268,9 +268,6 @@ def _serve(conn, kept, n_workers, inherited):
         other.close()
     # Ctrl-C is the search's to handle: it ends this worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import os as _os
-
-    _os.nice(int(_os.environ.get("SKN_NICE", "0")))
     cap = max(1, (os.cpu_count() or 1) // max(1, n_workers))
     if torch.get_num_threads() > cap:
         torch.set_num_threads(cap)
