@@ -554,7 +554,7 @@ def test_halving_in_worker_processes_equals_threads_and_sklearn(digits, case):
     assert_array_equal(
         forked.best_estimator_.predict(X), threads.best_estimator_.predict(X)
     )
-    theirs = SkHalvingGrid(estimator, grid, **kw).fit(X, y)
+    theirs = SkHalvingGrid(estimator, grid, **rungs).fit(X, y)  # (its own jobs)
     _assert_same_halving(forked, theirs)
 
 
@@ -599,10 +599,8 @@ def test_ctrl_c_stops_a_forked_halving_search(digits):
         signal.signal(signal.SIGINT, previous)
     assert "at" in sent and stopped - sent["at"] < 5
     assert _no_workers_left()  # no worker trains on
-    ours, theirs = _both(
-        HalvingGridSearchCV, SkHalvingGrid, _mlp(), GRID, X, y, **RUNGS, n_jobs=2
-    )
-    _assert_same_halving(ours, theirs)
+    ours = HalvingGridSearchCV(_mlp(), GRID, **RUNGS, n_jobs=2).fit(X, y)
+    _assert_same_halving(ours, SkHalvingGrid(_mlp(), GRID, **RUNGS).fit(X, y))
 
 
 @forking
@@ -666,7 +664,7 @@ def test_workers_guess_each_rung_with_the_scores_scikit_learn_gives(
             for s in range(3):
                 got = guesses[(run_of[j], s)]
                 assert got == results[f"split{s}_test_score"][row], (itr, j, s)
-    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS).fit(X, y)
     _assert_same_halving(search, theirs)
 
 
@@ -683,7 +681,7 @@ def test_a_wrong_guess_costs_time_not_results(digits, monkeypatch):
     monkeypatch.setattr(_workers, "held_out_scores", backwards)  # the workers fork it
     ours = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
     assert ours.stacking_["workers"] == "processes"
-    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS).fit(X, y)
     _assert_same_halving(ours, theirs)
     assert _no_workers_left()
 
@@ -706,5 +704,5 @@ def test_a_guess_that_fails_leaves_the_search_as_it_is(digits, monkeypatch):
     ours = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
     assert ours.stacking_["workers"] == "processes"
     assert spoken == []  # no scores, so nothing was trained ahead
-    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
+    theirs = SkHalvingGrid(_mlp(), WIDE, **RUNGS).fit(X, y)
     _assert_same_halving(ours, theirs)
