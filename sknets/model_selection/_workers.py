@@ -65,19 +65,29 @@ def makespan(costs, n_workers):
     return max(loads)
 
 
+def _split_sizes(n, limit=32):
+    """How many members a split of ``n`` may keep: every count, or ``limit`` of them."""
+    if n - 1 <= limit:
+        return range(1, n)
+    return sorted({max(1, min(n - 1, round(n * k / limit))) for k in range(1, limit)})
+
+
 def balance_runs(live, cost, n_workers, tolerance=1.1, overhead=RUN_OVERHEAD):
     """Split stacks' runs so that ``n_workers`` workers finish together.
 
-    ``live`` holds ``(chunk, run)`` pairs (:class:`~sknets._members.MemberRun`)
-    and ``cost(chunk, members)`` says what training those members costs; a
-    run costs ``overhead`` members more (:func:`run_cost`). The costliest
-    run's members beyond a worker's fair share (the total over
-    ``n_workers``) move to a run of their own (``MemberRun.split``), as long
-    as that makes the workers finish at least ``tolerance`` times sooner:
-    successive halving's late rungs keep few stacks, and one stack of nine
-    members would leave the second worker idle, while a run of one member
-    split off for a small imbalance costs more than it saves. Returned
-    costliest first, the order in which the workers take them.
+    ``live`` holds ``(chunk, run)`` pairs (a run: :class:`~sknets._members.MemberRun`,
+    or anything with ``members`` and ``split``) and ``cost(chunk, members)``
+    says what training those members costs; a run costs ``overhead``
+    members more (:func:`run_cost`). While splitting one run in two makes
+    the workers finish (:func:`makespan`) at least ``tolerance`` times
+    sooner, the split that does it best is made (``run.split``: the members
+    after the first ``keep`` move to a run of their own). Successive
+    halving's late rungs keep few stacks, and one stack of nine members would
+    leave the second worker idle; three stacks of unequal cost on two
+    workers finish together when a piece of one goes beside another; and a
+    run of one member split off for a small imbalance costs more than it
+    saves. Returned costliest first, the order in which the workers take
+    them.
     """
     live = list(live)
 
@@ -86,21 +96,21 @@ def balance_runs(live, cost, n_workers, tolerance=1.1, overhead=RUN_OVERHEAD):
 
     while n_workers > 1 and live:
         costs = [costed(chunk, run.members) for chunk, run in live]
-        i = max(range(len(live)), key=costs.__getitem__)
+        now, best = makespan(costs, n_workers), None
+        for i, (chunk, run) in enumerate(live):
+            others = costs[:i] + costs[i + 1 :]
+            for keep in _split_sizes(len(run.members)):
+                parts = [
+                    costed(chunk, run.members[:keep]),
+                    costed(chunk, run.members[keep:]),
+                ]
+                span = makespan(others + parts, n_workers)
+                if best is None or span < best[0]:
+                    best = (span, i, keep)
+        if best is None or best[0] * tolerance > now:
+            break
+        _, i, keep = best
         chunk, run = live[i]
-        n = len(run.members)
-        if n < 2:
-            break
-        fair = sum(costs) / n_workers
-        each = cost(chunk, run.members) / n
-        keep = min(n - 1, max(1, int(fair / (each * (1 + overhead / n)) + 0.5)))
-        after = costs[:i] + costs[i + 1 :]
-        after += [
-            costed(chunk, run.members[:keep]),
-            costed(chunk, run.members[keep:]),
-        ]
-        if makespan(after, n_workers) * tolerance > makespan(costs, n_workers):
-            break
         live.append((chunk, run.split(run.members[keep:])))
     return sorted(live, key=lambda pair: -costed(pair[0], pair[1].members))
 
