@@ -258,15 +258,15 @@ def timeline_one(n_jobs, threads, device):
 
     def sending(self, worker, command, *args):
         if command == "advance":
-            rids, epochs = args[:2]
-            members = sum(len(r.members) for _, r in self.live if r.rid in rids)
-            pending[worker] = (time.perf_counter(), members, epochs)
+            pending[worker] = (time.perf_counter(), args[1])
         return send(self, worker, command, *args)
 
     def receiving(self, worker):
         value = receive(self, worker)
         if worker in pending:
-            start, members, epochs = pending.pop(worker)
+            start, epochs = pending.pop(worker)
+            # the reply: each run's (states by member, scores)
+            members = sum(len(states) for states, _ in value.values())
             events.append(
                 {
                     "what": "stacks",
