@@ -595,8 +595,8 @@ class Pretraining:
         """Start training ``runs`` up to ``epochs`` ahead of :meth:`advance`.
 
         Where the runs live in worker processes that can guess
-        (``start(guess=True)``), they train while scikit-learn picks the
-        last rung up; else nothing happens. Returns at once.
+        (``start(guess=True)``), they train while scikit-learn picks up the
+        rung just trained; else nothing happens. Returns at once.
         """
         if self.keeper.ahead:
             self.keeper.speculate(
