@@ -8,9 +8,7 @@ survivor from scratch at every rung), or with standalone fits, never with
 stored numbers.
 """
 
-import multiprocessing
 import os
-import signal
 import threading
 import time
 import warnings
@@ -40,6 +38,8 @@ from sknets.model_selection._rungs import rung_schedule
 from tests.test_members import (  # noqa: F401 (a fixture)
     _clear_interrupt,
     _ctrl_c_after,
+    _ctrl_c_during,
+    _no_workers_left,
     forking,
     posix_main_thread,
 )
@@ -379,7 +379,6 @@ def test_member_run_split_in_two_equals_one_run(digits, moved):
     """split: the moved members and the kept ones each go on as in one run,
     side by side in two threads, or moved by pickle (as between processes)."""
     import pickle
-    import threading
 
     X, y = digits
     members = [
@@ -474,17 +473,17 @@ def test_makespan_is_the_costliest_first_to_the_least_loaded():
 # --------------------------------------------------------------------------- Ctrl-C
 
 
+def _long_halving():
+    """A halving search that trains for well over the seconds of a test."""
+    rungs = {**RUNGS, "min_resources": 500, "max_resources": 5000}
+    return HalvingGridSearchCV(_mlp(), GRID, **rungs, n_jobs=2, refit=False)
+
+
 @posix_main_thread
 @pytest.mark.usefixtures("_clear_interrupt")
 def test_ctrl_c_stops_a_halving_search(digits):
     X, y = digits
-    search = HalvingGridSearchCV(
-        _mlp(),
-        GRID,
-        **{**RUNGS, "min_resources": 500, "max_resources": 5000},
-        n_jobs=2,
-        refit=False,
-    )
+    search = _long_halving()
     start = time.perf_counter()
     with _ctrl_c_after(40) as info:  # the stacks train in threads of this process
         with pytest.raises(KeyboardInterrupt), parallel_config(backend="threading"):
@@ -507,18 +506,6 @@ def test_ctrl_c_stops_a_halving_search(digits):
 # --------------------------------------------------------------------------- processes
 
 WIDE = {"hidden_layer_sizes": [(4,), (8,), (16,)], "alpha": [1e-4, 1e-2, 1e-1]}
-
-
-def _stack_workers():
-    # (joblib's loky workers of scikit-learn's own searches idle on: not ours)
-    return [p for p in multiprocessing.active_children() if p.name.startswith("sknets")]
-
-
-def _no_workers_left():
-    deadline = time.perf_counter() + 5
-    while _stack_workers() and time.perf_counter() < deadline:
-        time.sleep(0.05)
-    return not _stack_workers()
 
 
 def _wide_case(name):
@@ -574,30 +561,8 @@ def test_place_keeps_runs_where_they_are_unless_a_worker_idles():
 @pytest.mark.usefixtures("_clear_interrupt")
 def test_ctrl_c_stops_a_forked_halving_search(digits):
     X, y = digits
-    search = HalvingGridSearchCV(
-        _mlp(),
-        GRID,
-        **{**RUNGS, "min_resources": 500, "max_resources": 5000},
-        n_jobs=2,
-        refit=False,
-    )
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    sent = {}
-
-    def interrupt():
-        sent["at"] = time.perf_counter()
-        os.kill(os.getpid(), signal.SIGINT)
-
-    timer = threading.Timer(2.0, interrupt)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            search.fit(X, y)
-        stopped = time.perf_counter()
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGINT, previous)
-    assert "at" in sent and stopped - sent["at"] < 5
+    search = _long_halving()
+    assert _ctrl_c_during(lambda: search.fit(X, y)) < 5
     assert _no_workers_left()  # no worker trains on
     ours = HalvingGridSearchCV(_mlp(), GRID, **RUNGS, n_jobs=2).fit(X, y)
     _assert_same_halving(ours, SkHalvingGrid(_mlp(), GRID, **RUNGS).fit(X, y))
