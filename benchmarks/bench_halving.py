@@ -84,10 +84,17 @@ def run_one(name, n_jobs, threads, device):
     start = time.perf_counter()
     search.fit(X, y)
     seconds = time.perf_counter() - start
-    stacking = getattr(search, "stacking_", None)
     return {
         "seconds": seconds,
         "refit_seconds": search.refit_time_,
+        **_found(search, X),
+    }
+
+
+def _found(search, X):
+    """What a fitted halving search found, for the report."""
+    stacking = getattr(search, "stacking_", None)
+    return {
         "best_score": float(search.best_score_),
         "best_params": {k: str(v) for k, v in search.best_params_.items()},
         "mean_test_score": search.cv_results_["mean_test_score"].tolist(),
@@ -138,7 +145,6 @@ def floor_one(threads, steps=30, rounds=3):
     # (rung, width, members, member-steps): the epochs each member trained in
     # the rung (none after it stopped)
     work, before = [], 0
-    results = search.cv_results_
     for i, (budget, states) in enumerate(zip(search.n_resources_, rungs, strict=True)):
         by_width = {}
         for width, ran in states:
@@ -173,13 +179,8 @@ def floor_one(threads, steps=30, rounds=3):
             for (r, w, m, n), t in zip(work, seconds, strict=True)
         ],
         "refit_seconds": seconds[-1],
-        "best_score": float(search.best_score_),
-        "best_params": {k: str(v) for k, v in search.best_params_.items()},
-        "mean_test_score": results["mean_test_score"].tolist(),
-        "n_resources": list(search.n_resources_),
-        "n_candidates": list(search.n_candidates_),
-        "stacks": None,
-        "shape": list(X.shape),
+        **_found(search, X),
+        "stacks": None,  # the floor's own steps, not the search's stacks
     }
 
 
