@@ -562,11 +562,11 @@ class ForkedRuns:
             if ahead == epochs and self._guessed(keep, started[0]):
                 # as guessed: the extra tasks start now, beside the last of it;
                 # the members that waited leave at the next rung
-                live = started[0]
-                return self._collect(live, started, extra, score)
-            done = {id(run): (s, g) for _, run, s, g in self._finish(started)}
-            if ahead != epochs:  # pragma: no cover - the schedule is fixed
-                done = {}
+                return self._collect(started, extra, score)
+            # not as guessed: the right members go on from where they are
+            finished = self._finish(started)
+            if ahead == epochs:  # (the schedule fixes it: always)
+                done = {id(run): (s, g) for _, run, s, g in finished}
         live = self._keep(keep)
         todo = [(chunk, run) for chunk, run in live if id(run) not in done]
         started = None
@@ -574,7 +574,7 @@ class ForkedRuns:
             n_slots = self.n_workers - len(extra)
             started = self._start(todo, epochs, cost, n_slots, score)
         ready = [(c, r, *done[id(r)]) for c, r in live if id(r) in done]
-        return self._collect(live, started, extra, score, ready)
+        return self._collect(started, extra, score, ready)
 
     def _guessed(self, keep, ahead):
         """Whether ``keep`` names exactly the members trained ahead."""
@@ -587,7 +587,7 @@ class ForkedRuns:
                 return False
         return True
 
-    def _collect(self, live, started, extra, score, ready=()):
+    def _collect(self, started, extra, score, ready=()):
         """Train ``extra`` (the first here), gather ``started``: the rung's results."""
         busy = started[1] if started else []
         # extra tasks but the first go to the least busy workers, after their runs
