@@ -29,7 +29,7 @@ callbacks in :mod:`sknets._epochs`, the net and the run here):
 
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from torch import nn
 from sknets._data import ArrayDataset, BatchIterator
 from sknets._epochs import USER_INTERRUPT, EpochMonitor, PhaseSwitch
 from sknets._losses import Probabilities, WeightedLoss, penalized_weights
+from sknets.modules._products import blas_threads
 
 # torch's global generator is one per process: threads that seed and draw from
 # it (initializations, dropout masks) take turns (see :func:`seeded`)
@@ -484,8 +485,10 @@ def run_epochs(net, dataset, epochs=None):
     ``EarlyStopping``) ends training normally, as skorch intends; a user's
     Ctrl-C also ends skorch's loop cleanly, and is reported (see
     :func:`_sigint_flag`). Running out of device memory says what to change.
+    A stack's products run on torch's thread count (``blas_threads``).
     """
-    with _sigint_flag() as flag:
+    stacked = hasattr(getattr(net, "module_", None), "n_members")
+    with _sigint_flag() as flag, blas_threads if stacked else nullcontext():
         try:
             net.partial_fit(dataset, None, epochs=epochs)
         except torch.OutOfMemoryError as exc:

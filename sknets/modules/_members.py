@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from sknets.modules._mlp import ACTIVATIONS
+from sknets.modules._products import stacked_affine
 
 
 def _linears(module):
@@ -19,7 +20,8 @@ class StackedMLP(nn.Module):
 
     Layer ``i`` holds the weights of every member as one ``(M, in, out)``
     tensor and the biases as ``(M, out)``; a batch is ``(M, B, in)``, a row
-    block per member, and each layer is one ``torch.baddbmm``. Members never
+    block per member, and each layer is one stacked product
+    (``torch.baddbmm``'s, :func:`~sknets.modules._products.stacked_affine`). Members never
     mix: the output block of member ``m`` depends on its input block and its
     weights only, so the gradient of a sum of per-member losses is each
     member's own gradient.
@@ -97,7 +99,7 @@ class StackedMLP(nn.Module):
         h = X
         last = len(self.weights) - 1
         for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.baddbmm(b.unsqueeze(1), h, W)
+            h = stacked_affine(b.unsqueeze(1), h, W)
             if i < last:
                 h = self.activation(h)
                 if self.training and self.dropped[i]:
