@@ -8,7 +8,10 @@ them in plain torch (fused Adam, one intra-op thread), two ways:
 - ``apart``: one stacked product per width, ``(10, 200, 64) @ (10, 64, w)``
   (what sknets does);
 - ``concatenated``: one product per fold for all widths, ``(5, 200, 64) @
-  (5, 64, 448)``, split afterwards.
+  (5, 64, 448)``, split afterwards;
+- ``apart-blas``: ``apart`` with each product through numpy's BLAS
+  (``sknets.modules._products.stacked_affine``, what sknets does on the CPU
+  in float64) instead of ``torch.baddbmm`` (MKL).
 
 Printed: milliseconds per step of all 30 networks, the median of
 ``--rounds`` interleaved rounds of ``--steps`` steps. Multiplied by the 800
@@ -31,10 +34,10 @@ def _param(*shape, dtype):
     return torch.randn(*shape, dtype=dtype).mul_(0.1).requires_grad_()
 
 
-def stack(X, y, members, width, dtype, batch=B):
+def stack(X, y, members, width, dtype, batch=B, product=torch.baddbmm):
     """One training step of ``members`` stacked 64-``width``-10 networks.
 
-    Each member's own batch of ``batch`` rows, ``torch.baddbmm`` per layer,
+    Each member's own batch of ``batch`` rows, ``product`` per layer,
     cross-entropy summed over the members' mean losses, fused Adam: a
     stacked step with nothing around it.
     """
@@ -49,8 +52,8 @@ def stack(X, y, members, width, dtype, batch=B):
     W1, b1, W2, b2 = ps
 
     def step():
-        h = torch.relu(torch.baddbmm(b1, X[index], W1))
-        out = torch.baddbmm(b2, h, W2)
+        h = torch.relu(product(b1, X[index], W1))
+        out = product(b2, h, W2)
         loss = F.cross_entropy(
             out.reshape(-1, C), y[index].reshape(-1), reduction="sum"
         )
@@ -61,8 +64,8 @@ def stack(X, y, members, width, dtype, batch=B):
     return step
 
 
-def apart(X, y, dtype):
-    steps = [stack(X, y, S * ALPHAS, w, dtype) for w in WIDTHS]
+def apart(X, y, dtype, product=torch.baddbmm):
+    steps = [stack(X, y, S * ALPHAS, w, dtype, product=product) for w in WIDTHS]
 
     def step():
         for one in steps:
@@ -107,7 +110,16 @@ def main(argv=None):
     dtype = getattr(torch, args.dtype)
     X = torch.randn(7_000, D, dtype=dtype)
     y = torch.randint(0, C, (7_000,))
-    steps = {"apart": apart(X, y, dtype), "concatenated": concatenated(X, y, dtype)}
+    from threadpoolctl import threadpool_limits
+
+    from sknets.modules._products import stacked_affine
+
+    threadpool_limits(args.threads, user_api="blas")
+    steps = {
+        "apart": apart(X, y, dtype),
+        "concatenated": concatenated(X, y, dtype),
+        "apart-blas": apart(X, y, dtype, product=stacked_affine),
+    }
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():

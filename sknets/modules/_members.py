@@ -20,8 +20,8 @@ class StackedMLP(nn.Module):
 
     Layer ``i`` holds the weights of every member as one ``(M, in, out)``
     tensor and the biases as ``(M, out)``; a batch is ``(M, B, in)``, a row
-    block per member, and each layer is one stacked product
-    (``torch.baddbmm``'s, :func:`~sknets.modules._products.stacked_affine`). Members never
+    block per member, and each layer is one stacked product (``torch.baddbmm``'s
+    value, :func:`~sknets.modules._products.stacked_affine`). Members never
     mix: the output block of member ``m`` depends on its input block and its
     weights only, so the gradient of a sum of per-member losses is each
     member's own gradient.
