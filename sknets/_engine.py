@@ -487,8 +487,7 @@ def run_epochs(net, dataset, epochs=None):
     :func:`_sigint_flag`). Running out of device memory says what to change.
     A stack's products run on torch's thread count (``blas_threads``).
     """
-    stacked = hasattr(getattr(net, "module_", None), "n_members")
-    with _sigint_flag() as flag, blas_threads if stacked else nullcontext():
+    with _sigint_flag() as flag, blas_threads if net.stacked else nullcontext():
         try:
             net.partial_fit(dataset, None, epochs=epochs)
         except torch.OutOfMemoryError as exc:
