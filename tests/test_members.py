@@ -638,6 +638,29 @@ def test_stacks_train_in_forked_processes_with_the_same_results(digits):
     for key in forked.cv_results_:
         if "_test_" in key or "_train_" in key:
             assert_array_equal(forked.cv_results_[key], threads.cv_results_[key])
+
+
+@forking
+def test_forked_grid_hands_back_every_count_of_split_runs(digits):
+    # one costly stack beside a cheap one: the workers split the costly
+    # run to finish together, and every member's states at both epoch
+    # counts come back from whichever worker trained it
+    X, y = digits
+    grid = {
+        "hidden_layer_sizes": [(2,), (48,)],
+        "alpha": [1e-4, 1e-3, 1e-2],
+        "max_iter": [2, 5],
+    }
+    forked = GridSearchCV(_mlp(), grid, cv=3, n_jobs=2, refit=False).fit(X, y)
+    assert forked.stacking_["workers"] == "processes"
+    assert forked.stacking_["members"] == 18
+    with parallel_config(backend="threading"):
+        threads = GridSearchCV(_mlp(), grid, cv=3, n_jobs=2, refit=False).fit(X, y)
+    theirs = skms.GridSearchCV(_mlp(), grid, cv=3, refit=False).fit(X, y)
+    _assert_same_results(forked, theirs)
+    for key in forked.cv_results_:
+        if "_test_" in key:
+            assert_array_equal(forked.cv_results_[key], threads.cv_results_[key])
     theirs = skms.GridSearchCV(_mlp(), grid, cv=3).fit(X, y)
     _assert_same_results(forked, theirs)
     # one job, a GPU, a backend the user chose, big data or a thread: threads

@@ -430,15 +430,6 @@ class Pretraining:
             ``members``, ``stacks`` (members per stack), ``member_bytes``.
         """
         pid = os.getpid()
-        stack_tasks = []
-        for chunk in self.chunks:
-            members = self._stack_members(chunk)
-            used = {b for _, _, b, _ in members}
-            stack_tasks.append(
-                delayed(_train_stack)(
-                    members, {b: self.blocks[b] for b in used}, pid, self.n_workers
-                )
-            )
         solo_tasks = []
         for r, s in self.solo:
             epoch_param, common, epochs = self.runs[r]
@@ -457,16 +448,27 @@ class Pretraining:
                 )
             )
         results = []
-        if stack_tasks:
-            # threads by default: the stacks' data need no copy, no worker
-            # starts, and torch releases the GIL in its kernels (an explicit
-            # joblib backend, e.g. Dask, is used as set)
+        if self.chunks:
             devices = {chunk[0][1].plan.device for chunk in self.chunks}
-            backend = stack_backend(
-                self.blocks, devices, self.n_workers, len(stack_tasks)
+            forked = stack_backend(
+                self.blocks, devices, self.n_workers, len(self.chunks)
             )
-            self.stats["workers"] = "processes" if backend else "threads"
-            results += _parallel(stack_tasks, self.n_jobs, self.pre_dispatch, backend)
+            self.stats["workers"] = "processes" if forked else "threads"
+            if forked:
+                results += self._train_forked()
+            else:
+                # threads: the stacks' data need no copy, no worker starts,
+                # and torch releases the GIL in its kernels (an explicit
+                # joblib backend, e.g. Dask, is used as set)
+                tasks = []
+                for chunk in self.chunks:
+                    members = self._stack_members(chunk)
+                    used = {b for _, _, b, _ in members}
+                    blocks = {b: self.blocks[b] for b in used}
+                    tasks.append(
+                        delayed(_train_stack)(members, blocks, pid, self.n_workers)
+                    )
+                results += _parallel(tasks, self.n_jobs, self.pre_dispatch)
         if solo_tasks:
             results += Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)(
                 solo_tasks
@@ -482,6 +484,34 @@ class Pretraining:
                     if e == k:
                         seconds[(i, s)] = (key, state.seconds)
         return trained, seconds, self.stats
+
+    def _train_forked(self):
+        """Train the stacks in forked workers (:class:`ForkedRuns`), at once.
+
+        The runs are built here and reach the workers by the fork, nothing
+        pickled on the way in (joblib's ``"multiprocessing"`` backend would
+        pickle every stack's members and data to its pool, after a full
+        ``gc.collect`` of this process: about 0.25 s before the first step
+        of the digits grid); runs are split between the workers to finish
+        together (:func:`balance_runs`). Per chunk, per member, the states at
+        its counts.
+        """
+        live = [
+            (chunk, _stack_run(self._stack_members(chunk), self.blocks))
+            for chunk in self.chunks
+        ]
+        last = max(m[3][-1] for chunk in self.chunks for m in chunk)
+        keeper = ForkedRuns(live, self.n_workers, self._run_cost)
+        try:
+            pieces = keeper.train(last, self._run_cost)
+        finally:
+            keeper.close()
+        states = {id(chunk): {} for chunk in self.chunks}
+        for chunk, by_member in pieces:
+            states[id(chunk)].update(by_member)
+        return [
+            [states[id(chunk)][m] for m in range(len(chunk))] for chunk in self.chunks
+        ]
 
     # ------------------------------------------------------------ rung by rung
 

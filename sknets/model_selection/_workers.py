@@ -38,9 +38,12 @@ from sknets._engine import _sigint_flag
 from sknets.model_selection._runs import _threads
 
 
-def _states_at(run, epochs):
-    """Each live member's state at ``epochs`` (None where it did not get there)."""
+def _states_at(run, epochs, every=False):
+    """Each live member's state at ``epochs`` (None where it did not get there);
+    with ``every``, its states at all its counts so far (``{count: state}``)."""
     results = run.results
+    if every:
+        return {m: results[m] for m in run.members}
     return {m: results[m].get(epochs) for m in run.members}
 
 
@@ -323,7 +326,7 @@ def _take(kept, rid, run, chunk):
     kept.runs[rid], kept.chunk_of[rid] = run, chunk
 
 
-def _advance_runs(kept, rids, epochs, score):
+def _advance_runs(kept, rids, epochs, score, every=False):
     out = {}
     for rid in rids:
         run = kept.runs[rid].advance(epochs)
@@ -334,7 +337,7 @@ def _advance_runs(kept, rids, epochs, score):
                 scores = held_out_scores(run, info, kept.guide.folds)
             except Exception:  # a guess only: none, and nothing trains ahead
                 scores = None
-        out[rid] = (_states_at(run, epochs), scores)
+        out[rid] = (_states_at(run, epochs, every), scores)
     return out
 
 
@@ -491,8 +494,11 @@ class ForkedRuns:
                 live.append((chunk, run))
         return live
 
-    def _start(self, live, epochs, cost, n_slots, score):
-        """Balance, place and start training ``live``; what :meth:`_finish` takes."""
+    def _start(self, live, epochs, cost, n_slots, score, every=False):
+        """Balance, place and start training ``live``; what :meth:`_finish` takes.
+
+        ``every``: the workers hand back each member's states at all its
+        counts, not only at ``epochs``."""
         live = balance_runs(live, cost, n_slots)
         where = place(
             [run_cost(cost, chunk, run.members) for chunk, run in live],
@@ -508,7 +514,7 @@ class ForkedRuns:
         busy = sorted(set(where))
         for w in busy:
             rids = [r.rid for (_, r), at in zip(live, where, strict=True) if at == w]
-            self._send(w, "advance", rids, epochs, score)
+            self._send(w, "advance", rids, epochs, score, every)
         return live, busy
 
     def _finish(self, started):
@@ -518,6 +524,22 @@ class ForkedRuns:
         for w in busy:
             replies.update(self._receive(w))
         return [(chunk, run, *replies[run.rid]) for chunk, run in live]
+
+    def train(self, epochs, cost):
+        """Train every run up to ``epochs`` at once: no rungs, no guesses.
+
+        What a grid search's stacks need (:meth:`Pretraining.train`).
+        Returns ``[(chunk, {member: {count: state}})]``, each member's states
+        at every count it was asked for; a chunk's members may come in more
+        than one entry (its run split to balance the workers).
+        """
+        return self._guarded(self._train, epochs, cost)
+
+    def _train(self, epochs, cost):
+        started = self._start(self.live, epochs, cost, self.n_workers, False, True)
+        finished = self._finish(started)
+        self.live = [(chunk, run) for chunk, run, _, _ in finished]
+        return [(chunk, states) for chunk, _, states, _ in finished]
 
     def speculate(self, epochs, keep, cost, n_extra, score):
         """Start training, up to ``epochs``, the members ``keep(chunk)`` names.
