@@ -229,6 +229,7 @@ def profile_one(grid, n_jobs, threads, device):
     import sknets.model_selection._pretrain as pretrain
     from sknets import MLPClassifier
     from sknets.model_selection import GridSearchCV
+    from sknets.model_selection._workers import ForkedRuns
 
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
@@ -251,24 +252,31 @@ def profile_one(grid, n_jobs, threads, device):
         (BaseSearchCV, "fit", timed(BaseSearchCV, "fit", "sklearn_fit")),
     ]
     # stacks trained in forked workers: the timers above run there, out of
-    # reach; each stack's own clock comes back in its states (``seconds``),
-    # and the parallel call's span is the training phase
+    # reach; each run's own clock comes back in its states (``seconds``),
+    # and ``_train_forked``'s span is the training phase
     stack_seconds = []
-    parallel = pretrain._parallel
+    forked, finish = pretrain.Pretraining._train_forked, ForkedRuns._finish
 
-    def timed_parallel(tasks, *args, **kwargs):
+    def timed_forked(self):
         start_ = time.perf_counter()
-        results = parallel(tasks, *args, **kwargs)
+        results = forked(self)
         events.append(("parallel", "main", start_, time.perf_counter()))
-        for result in results:
-            if isinstance(result, list) and result and isinstance(result[0], dict):
-                stack_seconds.append(
-                    max(s.seconds for member in result for s in member.values())
-                )
         return results
 
-    pretrain._parallel = timed_parallel
-    saved.append((pretrain, "_parallel", parallel))
+    def timed_finish(self, started):
+        finished = finish(self, started)
+        for _, _, by_member, _ in finished:
+            stack_seconds.append(
+                max(s.seconds for states in by_member.values() for s in states.values())
+            )
+        return finished
+
+    pretrain.Pretraining._train_forked = timed_forked
+    ForkedRuns._finish = timed_finish
+    saved += [
+        (pretrain.Pretraining, "_train_forked", forked),
+        (ForkedRuns, "_finish", finish),
+    ]
     X, y, source, cv, param_grid = _data(grid)
     dynamo_before = "torch._dynamo" in sys.modules
     search = GridSearchCV(
@@ -295,7 +303,7 @@ def profile_one(grid, n_jobs, threads, device):
         return sum(b - a for _, a, b in spans.get(label, []))
 
     processes = search.stacking_.get("workers") == "processes"
-    if processes:  # measured in the workers (see timed_parallel)
+    if processes:  # measured in the workers (see timed_finish)
         training, phase = sum(stack_seconds), seconds("parallel")
         train = [("worker", 0.0, s) for s in stack_seconds]
     else:

@@ -54,12 +54,32 @@ class Offer:
     def __init__(self, states):
         self.states = states
         self.taken = set()
+        self.pending = []
 
     def add(self, states):
         """Offer ``states`` too, until the offer ends."""
         with _LOCK:
             self.states.update(states)
             _STATES.update(states)
+
+    def promise(self, pending):
+        """Offer what ``pending.result()`` returns, once a ``fit`` looks for it.
+
+        ``pending`` is work started ahead on a guess (e.g. a refit training
+        in another process, :class:`~sknets.model_selection._workers.ForkedCall`):
+        the first :func:`take` that finds nothing waits for it and offers its
+        states (a dict of key -> state, maybe empty); ``pending.close()`` ends
+        it when the offer ends first.
+        """
+        with _LOCK:
+            self.pending.append(pending)
+
+    def _collect(self):
+        with _LOCK:
+            pending, self.pending = self.pending, []
+        for p in pending:
+            self.add(p.result())
+        return bool(pending)
 
 
 _OFFERS = []
@@ -79,15 +99,25 @@ def offered(states):
             _OFFERS.remove(offer)
             for k in offer.states:
                 _STATES.pop(k, None)
+            pending, offer.pending = offer.pending, []
+        for p in pending:
+            p.close()
 
 
 def take(estimator, X, y=None, sample_weight=None):
     """The fitted attributes on offer for this ``fit``, or None (train as usual)."""
-    if not _STATES:
+    if not _STATES and not any(offer.pending for offer in _OFFERS):
         return None
     k = key(
         estimator, estimator.get_params(deep=False), fingerprint(X, y, sample_weight)
     )
+    state = _pop(k)
+    if state is None and any([offer._collect() for offer in list(_OFFERS)]):
+        state = _pop(k)  # a state promised ahead, now in
+    return state
+
+
+def _pop(k):
     with _LOCK:
         state = _STATES.pop(k, None)
         if state is not None:

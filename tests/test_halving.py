@@ -640,8 +640,9 @@ def test_a_wrong_guess_costs_time_not_results(digits, monkeypatch):
     X, y = digits
     scores = _workers.held_out_scores
 
-    def backwards(run, info, folds, rows=4096):
-        return {m: -value for m, value in scores(run, info, folds, rows).items()}
+    def backwards(module, members, info, folds, rows=4096):
+        scored = scores(module, members, info, folds, rows)
+        return {m: -value for m, value in scored.items()}
 
     monkeypatch.setattr(_workers, "held_out_scores", backwards)  # the workers fork it
     ours = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
@@ -655,7 +656,7 @@ def test_a_wrong_guess_costs_time_not_results(digits, monkeypatch):
 def test_a_guess_that_fails_leaves_the_search_as_it_is(digits, monkeypatch):
     X, y = digits
 
-    def failing(run, info, folds, rows=4096):
+    def failing(module, members, info, folds, rows=4096):
         raise RuntimeError("no guess")
 
     monkeypatch.setattr(_workers, "held_out_scores", failing)  # the workers fork it

@@ -34,6 +34,7 @@ from sknets.model_selection import (
     GridSearchCV,
     RandomizedSearchCV,
     _pretrain,
+    _workers,
     cross_validate,
 )
 
@@ -638,6 +639,103 @@ def test_stacks_train_in_forked_processes_with_the_same_results(digits):
     for key in forked.cv_results_:
         if "_test_" in key or "_train_" in key:
             assert_array_equal(forked.cv_results_[key], threads.cv_results_[key])
+
+
+REFIT_GRID = {
+    "hidden_layer_sizes": [(4,), (16,)],
+    "alpha": [1e-4, 1e-2],
+    "max_iter": [3, 6],
+}
+
+
+def _assert_same_refit(ours, theirs):
+    assert ours.best_params_ == theirs.best_params_
+    for a, b in zip(
+        ours.best_estimator_.coefs_, theirs.best_estimator_.coefs_, strict=True
+    ):
+        assert_allclose(a, b, rtol=0, atol=ATOL)
+
+
+@forking
+def test_grid_refit_trains_beside_the_pick_ups(digits, epoch_counter):
+    # the refit of the candidate the held-out scores rank first trains in a
+    # child process while this one picks the states up: nothing trains here
+    X, y = digits
+    ours = GridSearchCV(_mlp(), REFIT_GRID, cv=3, n_jobs=2).fit(X, y)
+    assert ours.stacking_["workers"] == "processes"
+    assert epoch_counter["epochs"] == 0
+    assert ours.best_estimator_.n_iter_ == ours.best_params_["max_iter"]
+    theirs = skms.GridSearchCV(_mlp(), REFIT_GRID, cv=3).fit(X, y)
+    _assert_same_results(ours, theirs)
+    _assert_same_refit(ours, theirs)
+    assert _no_workers_left()
+
+
+@forking
+def test_grid_refit_of_a_wrong_guess_trains_as_always(
+    digits, monkeypatch, epoch_counter
+):
+    X, y = digits
+    scores = _workers.held_out_scores
+
+    def backwards(module, members, info, folds, rows=4096):
+        scored = scores(module, members, info, folds, rows)
+        return {m: -value for m, value in scored.items()}
+
+    monkeypatch.setattr(_pretrain, "held_out_scores", backwards)  # the child forks it
+    ours = GridSearchCV(_mlp(), REFIT_GRID, cv=3, n_jobs=2).fit(X, y)
+    # the child refitted the worst candidate; the best one trained here
+    assert epoch_counter["epochs"] == ours.best_params_["max_iter"]
+    theirs = skms.GridSearchCV(_mlp(), REFIT_GRID, cv=3).fit(X, y)
+    _assert_same_results(ours, theirs)
+    _assert_same_refit(ours, theirs)
+    assert _no_workers_left()
+
+
+@forking
+@pytest.mark.parametrize("how", ["raises", "exits"])
+def test_grid_refit_ahead_that_fails_leaves_the_search_as_it_is(
+    digits, monkeypatch, how
+):
+    X, y = digits
+
+    def failing(self, guide):
+        if how == "exits":
+            os._exit(3)  # the child dies without a word
+        raise RuntimeError("no refit ahead")
+
+    monkeypatch.setattr(_pretrain.Pretraining, "_refit_best", failing)
+    ours = GridSearchCV(_mlp(), REFIT_GRID, cv=3, n_jobs=2).fit(X, y)
+    theirs = skms.GridSearchCV(_mlp(), REFIT_GRID, cv=3).fit(X, y)
+    _assert_same_results(ours, theirs)
+    _assert_same_refit(ours, theirs)
+    assert _no_workers_left()
+
+
+@forking
+@pytest.mark.parametrize(
+    "kwargs", [{"refit": False}, {"scoring": "accuracy"}, {"refit": "accuracy"}]
+)
+def test_grid_refit_ahead_only_for_the_default_score_and_refit(
+    digits, monkeypatch, kwargs
+):
+    X, y = digits
+    started = []
+    ahead = _pretrain.Pretraining.refit_ahead
+    monkeypatch.setattr(
+        _pretrain.Pretraining,
+        "refit_ahead",
+        lambda self: started.append(1) or ahead(self),
+    )
+    scoring = {"scoring": "accuracy"} if kwargs.get("refit") == "accuracy" else {}
+    ours = GridSearchCV(_mlp(), REFIT_GRID, cv=3, n_jobs=2, **scoring, **kwargs).fit(
+        X, y
+    )
+    assert started == []
+    theirs = skms.GridSearchCV(_mlp(), REFIT_GRID, cv=3, **scoring, **kwargs).fit(X, y)
+    _assert_same_results(ours, theirs)
+    if ours.refit:
+        _assert_same_refit(ours, theirs)
 
 
 @forking

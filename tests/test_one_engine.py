@@ -341,3 +341,18 @@ def test_plan_with_validation_rows_pickles_them_read_only(data):
         assert not getattr(loaded, name).flags.writeable
     assert loaded.stopping == plan.stopping and loaded.phases == plan.phases
     assert isinstance(loaded.optimizer_kwargs, MappingProxyType)
+
+
+def test_a_member_loads_its_own_networks_state():
+    members = _members(3)
+    stack = StackedMLP(members, "relu", [[0.0, 0.0]] * 3)
+    X = torch.randn(
+        3, 5, members[0].layers[0].in_features, dtype=members[0].layers[0].weight.dtype
+    )
+    before = stack(X)
+    # member 1 takes member 2's weights: its outputs become member 2's
+    stack.load_member_state(1, stack.member_state(2))
+    after = stack(X[[0, 2, 2]])
+    torch.testing.assert_close(after[1], before[2])
+    torch.testing.assert_close(after[0], before[0])
+    torch.testing.assert_close(stack.member_state(1), stack.member_state(2))

@@ -289,6 +289,57 @@ def test_trained_states_stand_in_only_for_their_own_fit(digits, epoch_counter):
     assert epoch_counter["runs"] == 3 and again.n_iter_ == 2
 
 
+class _Promised:
+    """Work started ahead (a ForkedCall's interface), its states ready."""
+
+    def __init__(self, states):
+        self.states, self.calls = states, []
+
+    def result(self):
+        self.calls.append("result")
+        return self.states
+
+    def close(self):
+        self.calls.append("close")
+
+
+def test_promised_states_wait_for_the_fit_that_misses(digits, epoch_counter):
+    """A promise is collected by the first fit that finds nothing on offer,
+    and closed uncollected when the offer ends first."""
+    from sknets import _registry
+
+    X, y = digits
+    trained = _mlp(max_iter=2).fit(X[:100], y[:100])
+    key = _registry.key(
+        trained,
+        trained.get_params(deep=False),
+        _registry.fingerprint(X[:100], y[:100]),
+    )
+    monitor = dict(trained.net_.callbacks_)["monitor"]
+    state = TrainedState(
+        module_state=trained.module_.state_dict(),
+        history=tuple(trained.history_),
+        state=monitor.state,
+        stop_reason=monitor.stop_reason,
+    )
+    epoch_counter.update(runs=0, epochs=0)
+    promised = _Promised({key: state})
+    with _registry.offered({}) as offer:
+        offer.promise(promised)
+        same = _mlp(max_iter=2).fit(X[:100], y[:100])
+        assert promised.calls == ["result"] and offer.taken == {key}
+        assert epoch_counter["epochs"] == 0
+    assert promised.calls == ["result"]  # collected: nothing left to close
+    np.testing.assert_array_equal(same.predict_proba(X), trained.predict_proba(X))
+
+    unused = _Promised({key: state})
+    with _registry.offered({}) as offer:
+        offer.promise(unused)
+    assert unused.calls == ["close"]
+    assert _mlp(max_iter=2).fit(X[:100], y[:100]).n_iter_ == 2
+    assert epoch_counter["epochs"] == 2  # nothing on offer any more: trained
+
+
 def test_search_is_scikit_learns_fit(digits, capsys):
     """The search itself runs in scikit-learn's BaseSearchCV.fit (its verbose)."""
     X, y = digits

@@ -50,7 +50,13 @@ from sknets.model_selection._runs import (
     find_net,
     plan_runs,
 )
-from sknets.model_selection._workers import ForkedRuns, Guide, ThreadRuns
+from sknets.model_selection._workers import (
+    ForkedCall,
+    ForkedRuns,
+    Guide,
+    ThreadRuns,
+    held_out_scores,
+)
 
 # At most this share of the available host memory (or of the free memory of
 # the GPU) is planned for one stack's members.
@@ -363,6 +369,7 @@ class Pretraining:
                 chunk[0][0], chunk[0][1]
             )
         self.keeper = None
+        self.stack_states = None  # per chunk, per member {count: state} (train)
 
     def _member(self, r, s, train, epoch_param, common, wanted, stacks, blocks):
         """Prepare (run ``r``, split ``s``) and file it in its stack, or None."""
@@ -473,6 +480,7 @@ class Pretraining:
             results += Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)(
                 solo_tasks
             )
+        self.stack_states = results[: len(self.chunks)]
         trained, seconds = {}, {}
         for chunk, result in zip(self.chunks, results, strict=False):
             for (net, _, data, _, r, s), states in zip(chunk, result, strict=True):
@@ -512,6 +520,58 @@ class Pretraining:
         return [
             [states[id(chunk)][m] for m in range(len(chunk))] for chunk in self.chunks
         ]
+
+    def refit_ahead(self):
+        """Start the refit scikit-learn's search will ask for, on a guess.
+
+        After :meth:`train` in forked workers, where the network scores
+        itself by accuracy (:meth:`_guide`) and every (candidate, split) was
+        stacked: a forked child scores every state on its held-out rows as
+        the search will, takes the candidate it will rank first (the first
+        of the best mean) and trains that candidate's refit on all the data
+        (:meth:`refits`), while this process picks the states up and scores
+        them. Returns a :class:`~sknets.model_selection._workers.ForkedCall`
+        whose result is ``{registry key: state}`` (for
+        :meth:`sknets._registry.Offer.promise`), or None: nothing started. A
+        wrong guess trains a refit nobody takes (time, not results).
+        """
+        if self.solo or self.stack_states is None:
+            return None
+        devices = {chunk[0][1].plan.device for chunk in self.chunks}
+        if not stack_backend(self.blocks, devices, self.n_workers, self.n_workers):
+            return None
+        guide = self._guide()
+        if guide is None:
+            return None
+        return ForkedCall(partial(self._refit_best, guide))
+
+    def _refit_best(self, guide):
+        """The refit of the candidate whose states score best on held-out rows."""
+        scores = {}  # (run, split, count) -> accuracy
+        for c, (chunk, states) in enumerate(
+            zip(self.chunks, self.stack_states, strict=True)
+        ):
+            module = chunk[0][0]._stack(
+                [(net, prepared) for net, prepared, *_ in chunk]
+            )
+            members = range(len(chunk))
+            for k in set.intersection(*(set(s) for s in states)):
+                for m in members:
+                    module.load_member_state(m, states[m][k].module_state)
+                for m, value in held_out_scores(
+                    module, members, guide.members[c], guide.folds
+                ).items():
+                    scores[(chunk[m][4], chunk[m][5], k)] = value
+        n_splits = len(self.splits)
+        best = None
+        for r, (_, _, epochs) in enumerate(self.runs):
+            for i, e in epochs.items():
+                mean = np.mean([scores[(r, s, e)] for s in range(n_splits)])
+                if best is None or (mean, -i) > (best[0], -best[1]):
+                    best = (mean, i, r, e)
+        _, _, r, e = best
+        function, args, kwargs = self.refits([r], e)[0]
+        return dict(function(*args, **kwargs).values())
 
     # ------------------------------------------------------------ rung by rung
 

@@ -21,7 +21,11 @@ from sklearn.model_selection import RandomizedSearchCV as _SkRandomizedSearchCV
 from sknets import _catalog
 from sknets import _registry as registry
 from sknets._compat import auto_propagated_callbacks
-from sknets.model_selection._pretrain import pickup_config, pretrain, trained_ahead
+from sknets.model_selection._pretrain import (
+    Pretraining,
+    pickup_config,
+    trained_ahead,
+)
 from sknets.model_selection._runs import EPOCH_PARAM, find_net
 
 # --------------------------------------------------------------------------- searches
@@ -86,17 +90,21 @@ class _EpochSharingMixin:
         if not self._pretrains():
             self.stacking_ = {"members": 0, "stacks": [], "member_bytes": {}}
             return super().fit(X, y, **params)
-        trained, seconds, self.stacking_, complete = self._pretrain(X, y, params)
+        trained, seconds, self.stacking_, complete, ahead = self._pretrain(X, y, params)
         # the states live in this process: candidates are fitted (picked up)
-        # and scored here, whatever backend trained them
+        # and scored here, whatever backend trained them; the refit may be
+        # training meanwhile, in a child process (``refit_ahead``)
         with registry.offered(trained) as offer, pickup_config(complete):
+            if ahead is not None:
+                offer.promise(ahead)
             super().fit(X, y, **params)
         report_shared_fit_times(self, seconds, offer.taken)
         return self
 
     def _pretrain(self, X, y, params):
-        """Train every (run, fold) ahead; the states, their times, the stacks."""
-        nothing = {}, {}, {"members": 0, "stacks": [], "member_bytes": {}}, False
+        """Train every (run, fold) ahead; the states, their times, the stacks,
+        whether every fit has its state, and the refit started ahead (or None)."""
+        nothing = {}, {}, {"members": 0, "stacks": [], "member_bytes": {}}, False, None
         other = set(params) - {"sample_weight", "groups"}
         if other or get_config().get("enable_metadata_routing"):
             return nothing  # routed or other parameters: scikit-learn's fit trains
@@ -108,7 +116,7 @@ class _EpochSharingMixin:
             candidates = list(self._candidate_params())
         except Exception:  # scikit-learn's fit reports it
             return nothing
-        trained, seconds, stats = pretrain(
+        pretraining = Pretraining(
             clone(self.estimator),
             candidates,
             X,
@@ -120,8 +128,14 @@ class _EpochSharingMixin:
             vectorize=self.vectorize,
             share_all=self.vectorize,
         )
+        trained, seconds, stats = pretraining.train()
         complete = trained_ahead(seconds, len(candidates), len(splits))
-        return trained, seconds, stats, complete
+        ahead = None
+        if complete and self.refit is True and self.scoring is None:
+            # the refit trains beside the pick-ups, for the candidate the
+            # held-out scores say scikit-learn will rank first
+            ahead = pretraining.refit_ahead()
+        return trained, seconds, stats, complete, ahead
 
 
 def report_shared_fit_times(search, seconds, taken):

@@ -38,6 +38,23 @@ from sknets._engine import _sigint_flag
 from sknets.model_selection._runs import _threads
 
 
+def _put(conn, obj):
+    """Send ``obj`` down ``conn`` as the bytes of a plain pickle.
+
+    multiprocessing's own pickler (``Connection.send``) hands each torch
+    tensor over as shared memory: a file descriptor per storage, fetched from
+    the sender by a socket round trip that needs the sender alive. States
+    and runs are many small tensors: by value is quicker, and a child may
+    exit once it has sent.
+    """
+    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _get(conn):
+    """What :func:`_put` sent down ``conn``."""
+    return pickle.loads(conn.recv_bytes())
+
+
 def _states_at(run, epochs, every=False):
     """Each live member's state at ``epochs`` (None where it did not get there);
     with ``every``, its states at all its counts so far (``{count: state}``)."""
@@ -197,15 +214,15 @@ class Guide:
         self.folds, self.members = folds, members
 
 
-def held_out_scores(run, info, folds, rows=4096):
-    """Each live member's accuracy on its held-out rows, as its own ``score``.
+def held_out_scores(module, members, info, folds, rows=4096):
+    """Each member's accuracy on its held-out rows, as its own ``score``.
 
-    One forward pass of the stacked network per ``rows`` rows: member ``m``'s
-    block holds its own split's rows (``info[m]``, see :class:`Guide`).
+    ``module`` is a :class:`~sknets.modules.StackedMLP` of the members
+    ``members`` (in its order; ``info`` is indexed by them). One forward pass
+    per ``rows`` rows: member ``m``'s block holds its own split's rows
+    (``info[m]``, see :class:`Guide`).
     """
-    module = run.net.module_
     like = module.weights[0]
-    members = run.members
     n = max(len(folds[info[m][0]][1]) for m in members)
     correct = np.zeros(len(members))
     training = module.training
@@ -286,7 +303,7 @@ def _serve(conn, kept, n_workers, inherited):
         torch.set_num_threads(cap)
     while True:
         try:
-            request = conn.recv()
+            request = _get(conn)
         except (EOFError, OSError):  # the search is gone
             return
         if request is None:
@@ -302,7 +319,7 @@ def _serve(conn, kept, n_workers, inherited):
                 exc = _Failed(trace)
             reply = ("error", exc, trace)
         try:
-            conn.send(reply)
+            _put(conn, reply)
         except (BrokenPipeError, OSError):
             return
 
@@ -334,7 +351,9 @@ def _advance_runs(kept, rids, epochs, score, every=False):
         if score:
             info = kept.guide.members[kept.chunk_of[rid]]
             try:
-                scores = held_out_scores(run, info, kept.guide.folds)
+                scores = held_out_scores(
+                    run.net.module_, run.members, info, kept.guide.folds
+                )
             except Exception:  # a guess only: none, and nothing trains ahead
                 scores = None
         out[rid] = (_states_at(run, epochs, every), scores)
@@ -453,11 +472,11 @@ class ForkedRuns:
         return self._next - 1
 
     def _send(self, worker, command, *args):
-        self.conns[worker].send((command, args))
+        _put(self.conns[worker], (command, args))
 
     def _receive(self, worker):
         try:
-            status, value, trace = self.conns[worker].recv()
+            status, value, trace = _get(self.conns[worker])
         except (EOFError, OSError):
             code = self.processes[worker].exitcode
             raise RuntimeError(
@@ -644,7 +663,7 @@ class ForkedRuns:
         wait = wait and self.pending is None
         for conn in self.conns if wait else ():
             try:
-                conn.send(None)
+                _put(conn, None)
             except (BrokenPipeError, OSError):
                 pass
         for process in self.processes:
@@ -657,3 +676,67 @@ class ForkedRuns:
             conn.close()
         self.conns, self.processes, self.live = [], [], []
         self.pending = None
+
+
+# --------------------------------------------------------------------------- ahead
+
+
+def _send_result(conn, function):
+    """A forked child's body: ``function()``'s result (or ``{}``) down ``conn``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's
+    try:
+        result = function()
+    except BaseException:  # a guess only: nothing comes of it
+        result = {}
+    try:
+        _put(conn, result)
+    except Exception:  # unpicklable or the search is gone
+        pass
+    finally:
+        conn.close()
+
+
+class ForkedCall:
+    """``function()`` in a forked child process, while this one goes on.
+
+    For work done ahead on a guess (:meth:`Pretraining.refit_ahead`): its
+    result is ``{}`` whatever goes wrong in the child (an exception, a
+    crash), so a guess that fails costs time, never the search. The child
+    is forked where :func:`~sknets.model_selection._pretrain.stack_backend`
+    says forking is safe.
+    """
+
+    def __init__(self, function):
+        context = multiprocessing.get_context("fork")
+        ours, theirs = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_send_result,
+            args=(theirs, function),
+            name="sknets-ahead",
+            daemon=True,
+        )
+        self.process.start()
+        theirs.close()
+        self.conn = ours
+
+    def result(self):
+        """What ``function()`` returned, once the child sent it (``{}``: nothing)."""
+        if self.conn is None:
+            return {}
+        try:
+            return _get(self.conn)
+        except (EOFError, OSError):  # the child ended without a result
+            return {}
+        finally:
+            self.close()
+
+    def close(self):
+        """End the child (at once if it is still working)."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        if self.process.is_alive():
+            self.process.join(timeout=0.1)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5.0)

@@ -116,6 +116,18 @@ class StackedMLP(nn.Module):
             state[bkey] = b[m].detach().clone()
         return state
 
+    def load_member_state(self, m, state):
+        """Set member ``m``'s weights from its own network's ``state_dict``.
+
+        The inverse of :meth:`member_state`.
+        """
+        with torch.no_grad():
+            for (wkey, bkey), W, b in zip(
+                self.keys[m], self.weights, self.biases, strict=True
+            ):
+                W[m].copy_(state[wkey].t())
+                b[m].copy_(state[bkey])
+
     def keep_members(self, index):
         """Keep the members ``index`` only (in that order), in place.
 
