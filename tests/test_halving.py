@@ -36,6 +36,7 @@ from sknets.model_selection import (
 )
 from sknets.model_selection._rungs import rung_schedule
 from tests.test_members import (  # noqa: F401 (a fixture)
+    _backwards,
     _clear_interrupt,
     _ctrl_c_after,
     _ctrl_c_during,
@@ -638,12 +639,7 @@ def test_a_wrong_guess_costs_time_not_results(digits, monkeypatch):
     """Survivors guessed backwards: the next rung trains the wrong members
     ahead; the right ones train after, and the search is scikit-learn's."""
     X, y = digits
-    scores = _workers.held_out_scores
-
-    def backwards(module, members, info, folds, rows=4096):
-        scored = scores(module, members, info, folds, rows)
-        return {m: -value for m, value in scored.items()}
-
+    backwards = _backwards(_workers.held_out_scores)
     monkeypatch.setattr(_workers, "held_out_scores", backwards)  # the workers fork it
     ours = HalvingGridSearchCV(_mlp(), WIDE, **RUNGS, n_jobs=2).fit(X, y)
     assert ours.stacking_["workers"] == "processes"

@@ -641,6 +641,16 @@ def test_stacks_train_in_forked_processes_with_the_same_results(digits):
             assert_array_equal(forked.cv_results_[key], threads.cv_results_[key])
 
 
+def _backwards(held_out_scores):
+    """``held_out_scores`` with every score negated: each guess the worst."""
+
+    def backwards(module, members, info, folds, rows=4096):
+        scored = held_out_scores(module, members, info, folds, rows)
+        return {m: -value for m, value in scored.items()}
+
+    return backwards
+
+
 REFIT_GRID = {
     "hidden_layer_sizes": [(4,), (16,)],
     "alpha": [1e-4, 1e-2],
@@ -676,12 +686,7 @@ def test_grid_refit_of_a_wrong_guess_trains_as_always(
     digits, monkeypatch, epoch_counter
 ):
     X, y = digits
-    scores = _workers.held_out_scores
-
-    def backwards(module, members, info, folds, rows=4096):
-        scored = scores(module, members, info, folds, rows)
-        return {m: -value for m, value in scored.items()}
-
+    backwards = _backwards(_workers.held_out_scores)
     monkeypatch.setattr(_pretrain, "held_out_scores", backwards)  # the child forks it
     ours = GridSearchCV(_mlp(), REFIT_GRID, cv=3, n_jobs=2).fit(X, y)
     # the child refitted the worst candidate; the best one trained here

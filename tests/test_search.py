@@ -260,14 +260,13 @@ def test_dask_backend_local_cluster(digits):
     assert remote.best_estimator_.max_iter == remote.best_params_["max_iter"]
 
 
-def test_trained_states_stand_in_only_for_their_own_fit(digits, epoch_counter):
-    """A state on offer is used by the fit with its parameters and data only."""
+def _offerable(X, y):
+    """A network fitted on ``X, y``, its registry key and its state."""
     from sknets import _registry
 
-    X, y = digits
-    trained = _mlp(max_iter=2).fit(X[:100], y[:100])
+    trained = _mlp(max_iter=2).fit(X, y)
     params = trained.get_params(deep=False)
-    key = _registry.key(trained, params, _registry.fingerprint(X[:100], y[:100]))
+    key = _registry.key(trained, params, _registry.fingerprint(X, y))
     monitor = dict(trained.net_.callbacks_)["monitor"]
     state = TrainedState(
         module_state=trained.module_.state_dict(),
@@ -275,6 +274,15 @@ def test_trained_states_stand_in_only_for_their_own_fit(digits, epoch_counter):
         state=monitor.state,
         stop_reason=monitor.stop_reason,
     )
+    return trained, key, state
+
+
+def test_trained_states_stand_in_only_for_their_own_fit(digits, epoch_counter):
+    """A state on offer is used by the fit with its parameters and data only."""
+    from sknets import _registry
+
+    X, y = digits
+    trained, key, state = _offerable(X[:100], y[:100])
     epoch_counter.update(runs=0, epochs=0)
     with _registry.offered({key: state}) as offer:
         other_data = _mlp(max_iter=2).fit(X[:99], y[:99])
@@ -309,19 +317,7 @@ def test_promised_states_wait_for_the_fit_that_misses(digits, epoch_counter):
     from sknets import _registry
 
     X, y = digits
-    trained = _mlp(max_iter=2).fit(X[:100], y[:100])
-    key = _registry.key(
-        trained,
-        trained.get_params(deep=False),
-        _registry.fingerprint(X[:100], y[:100]),
-    )
-    monitor = dict(trained.net_.callbacks_)["monitor"]
-    state = TrainedState(
-        module_state=trained.module_.state_dict(),
-        history=tuple(trained.history_),
-        state=monitor.state,
-        stop_reason=monitor.stop_reason,
-    )
+    trained, key, state = _offerable(X[:100], y[:100])
     epoch_counter.update(runs=0, epochs=0)
     promised = _Promised({key: state})
     with _registry.offered({}) as offer:
