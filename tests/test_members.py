@@ -743,6 +743,55 @@ def test_grid_refit_ahead_only_for_the_default_score_and_refit(
         _assert_same_refit(ours, theirs)
 
 
+_AFTER_THREADS = """
+import json, sys
+import torch
+from sklearn.datasets import load_digits
+from sknets import MLPClassifier
+from sknets.model_selection import GridSearchCV
+
+torch.set_num_threads(2)
+torch.zeros(4_000_000).add_(1.0)  # a parallel region: torch's OpenMP pool is up
+X, y = load_digits(return_X_y=True)
+X, y = X[:{rows}] / 16.0, y[:{rows}]
+search = GridSearchCV(MLPClassifier(**{net}), {grid}, cv=3, n_jobs=2).fit(X, y)
+json.dump([search.stacking_["workers"], search.best_params_], sys.stdout)
+"""
+
+
+@forking
+def test_forked_search_after_the_caller_used_threads_finishes(digits):
+    # torch's OpenMP pool does not survive a fork: a child that opens a
+    # parallel region after its parent used one waits forever. A search in a
+    # process that ran torch on two threads still finishes, refit included.
+    import json
+    import subprocess
+    import sys
+
+    script = _AFTER_THREADS.format(rows=N_ROWS, net=_NET_DEFAULTS, grid=REFIT_GRID)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its workers end with it if it hangs
+    )
+    try:
+        out, _ = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        pytest.fail("the search hung in a forked child")
+    assert child.returncode == 0
+    workers, best = json.loads(out)
+    assert workers == "processes"
+    X, y = digits
+    theirs = skms.GridSearchCV(_mlp(), REFIT_GRID, cv=3).fit(X, y)
+    assert best == {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in theirs.best_params_.items()
+    }
+
+
 @forking
 def test_forked_grid_hands_back_every_count_of_split_runs(digits):
     # one costly stack beside a cheap one: the workers split the costly

@@ -222,17 +222,18 @@ FORK_BYTES = 64 * 2**20
 
 
 def stack_backend(blocks, devices, n_workers, n_tasks):
-    """joblib's backend for a search's stacks: ``"multiprocessing"`` or None.
+    """How a search's stacks train: ``"multiprocessing"`` (forked) or None.
 
     A stack's step is small torch kernels between Python bookkeeping, and its
     thread holds the GIL between kernels: two stacks in two threads of one
     process train about 1.35x slower than the bare-torch floor of the same
     work, while two processes side by side are within 1.1x. So, where
-    forking is cheap and safe, the stacks train in joblib's
-    ``"multiprocessing"`` backend (forked workers: no interpreter start-up, no
-    import), and their states come back by pickle. That is when every one
-    of these holds (else None: threads of this process, or the joblib
-    backend the user set):
+    forking is cheap and safe, the stacks train in worker processes forked
+    from this one (:class:`~sknets.model_selection._workers.ForkedRuns`: no
+    interpreter start-up, no import, nothing pickled on the way there; one
+    torch thread each), and their states come back by pickle. That is when
+    every one of these holds (else None: threads of this process, or the
+    joblib backend the user set):
 
     - no joblib backend was chosen (``parallel_config``), beyond loky, the
       default;

@@ -25,7 +25,6 @@ that count.
 """
 
 import multiprocessing
-import os
 import pickle
 import signal
 import traceback
@@ -285,6 +284,22 @@ class _RemoteTraceback(Exception):
         return f"\n\nIn the worker process:\n{self.args[0]}"
 
 
+def _forked_start():
+    """What every forked child of a search does first.
+
+    Ctrl-C is the search's to handle, so the child ignores it. And torch runs
+    on one thread there: torch's CPU kernels parallelize with OpenMP, whose
+    thread pool does not survive a fork. A child that opens a parallel
+    region after its parent has used one waits forever (a 2,000 x 2,000
+    product, or a large ``torch.zeros``, is enough), so the child stays out
+    of parallel regions altogether. The search's parallelism is its
+    processes: one per worker.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+
+
 class _Kept:
     """A worker's runs (id -> MemberRun), the chunk of each, the guide."""
 
@@ -292,15 +307,11 @@ class _Kept:
         self.runs, self.chunk_of, self.guide = runs, chunk_of, guide
 
 
-def _serve(conn, kept, n_workers, inherited):
+def _serve(conn, kept, inherited):
     """A worker's loop: keep the runs of ``kept`` (:class:`_Kept`), do as told."""
     for other in inherited:  # the other workers' ends, copied by the fork
         other.close()
-    # Ctrl-C is the search's to handle: it ends this worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cap = max(1, (os.cpu_count() or 1) // max(1, n_workers))
-    if torch.get_num_threads() > cap:
-        torch.set_num_threads(cap)
+    _forked_start()
     while True:
         try:
             request = _get(conn)
@@ -451,7 +462,7 @@ class ForkedRuns:
                 ours, theirs = context.Pipe()
                 process = context.Process(
                     target=_serve,
-                    args=(theirs, kept, n_workers, list(self.conns)),
+                    args=(theirs, kept, list(self.conns)),
                     name=f"sknets-stacks-{w}",
                     daemon=True,
                 )
@@ -683,7 +694,7 @@ class ForkedRuns:
 
 def _send_result(conn, function):
     """A forked child's body: ``function()``'s result (or ``{}``) down ``conn``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the search's
+    _forked_start()
     try:
         result = function()
     except BaseException:  # a guess only: nothing comes of it
