@@ -681,6 +681,42 @@ def test_grid_refit_trains_beside_the_pick_ups(digits, epoch_counter):
     assert _no_workers_left()
 
 
+class _ScoringThreads(MLPClassifier):
+    """An MLPClassifier whose ``score`` notes torch's thread count."""
+
+    seen = []
+
+    def score(self, X, y, sample_weight=None):
+        type(self).seen.append(torch.get_num_threads())
+        return super().score(X, y, sample_weight=sample_weight)
+
+
+@forking
+def test_grid_pick_ups_share_the_cores_with_the_refit_ahead(
+    digits, monkeypatch, epoch_counter
+):
+    # while the refit trains in a child, this process scores on its share of
+    # the cores (half of them), and its own thread count comes back after
+    X, y = digits
+    monkeypatch.setattr(_ScoringThreads, "seen", [])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        GridSearchCV(
+            _ScoringThreads(**_NET_DEFAULTS),
+            REFIT_GRID,
+            cv=3,
+            n_jobs=2,
+        ).fit(X, y)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert epoch_counter["epochs"] == 0  # the refit came from the child
+    assert after == 2
+    assert set(_ScoringThreads.seen) == {min(2, max(1, (os.cpu_count() or 1) // 2))}
+    assert len(_ScoringThreads.seen) == 3 * len(skms.ParameterGrid(REFIT_GRID))
+
+
 @forking
 def test_grid_refit_of_a_wrong_guess_trains_as_always(
     digits, monkeypatch, epoch_counter

@@ -11,6 +11,8 @@ instead of training. Everything else (splitting, scoring, ``cv_results_``, ranki
 of it is copied here.
 """
 
+from contextlib import nullcontext
+
 import numpy as np
 from sklearn import get_config
 from sklearn.base import clone, is_classifier
@@ -26,7 +28,7 @@ from sknets.model_selection._pretrain import (
     pickup_config,
     trained_ahead,
 )
-from sknets.model_selection._runs import EPOCH_PARAM, find_net
+from sknets.model_selection._runs import EPOCH_PARAM, _threads, find_net
 
 # --------------------------------------------------------------------------- searches
 
@@ -93,8 +95,11 @@ class _EpochSharingMixin:
         trained, seconds, self.stacking_, complete, ahead = self._pretrain(X, y, params)
         # the states live in this process: candidates are fitted (picked up)
         # and scored here, whatever backend trained them; the refit may be
-        # training meanwhile, in a child process (``refit_ahead``)
-        with registry.offered(trained) as offer, pickup_config(complete):
+        # training meanwhile, in a child process (``refit_ahead``), and then
+        # this process takes its share of the cores, not all of them (torch's
+        # threads spinning beside the child's would slow both down)
+        sharing = _threads(2) if ahead is not None else nullcontext()
+        with registry.offered(trained) as offer, pickup_config(complete), sharing:
             if ahead is not None:
                 offer.promise(ahead)
             super().fit(X, y, **params)
